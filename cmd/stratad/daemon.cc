@@ -1,0 +1,130 @@
+#include "cmd/stratad/daemon.h"
+
+#include <grp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include "core/fs.h"
+#include "core/lock_file.h"
+#include "metadata/store.h"
+#include "snapshotter/overlay.h"
+#include "snapshotter/service.h"
+
+namespace strata {
+namespace {
+
+// True when something accepts connections on the unix socket `path`.
+bool SocketIsServed(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  struct sockaddr_un addr {};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  bool served = ::connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return served;
+}
+
+Status PrepareSocketPath(const std::string& path) {
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+    return Status::InvalidArgument("socket path too long (max " +
+                                   std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
+                                   " bytes): " + path);
+  }
+  RETURN_IF_ERROR(fs::MakeDirs(fs::DirName(path), 0711));
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Status::FailedPrecondition(path + " exists and is not a socket");
+    }
+    if (SocketIsServed(path)) {
+      return Status::FailedPrecondition("another server is listening on " + path);
+    }
+    if (::unlink(path.c_str()) != 0) return Status::FromErrno(errno, "remove stale socket " + path);
+  }
+  return Status::Ok();
+}
+
+Status SetSocketPermissions(const DaemonConfig& config) {
+  if (!config.socket_group.empty()) {
+    gid_t gid;
+    char* end = nullptr;
+    unsigned long numeric = std::strtoul(config.socket_group.c_str(), &end, 10);
+    if (end != nullptr && *end == '\0') {
+      gid = static_cast<gid_t>(numeric);
+    } else {
+      struct group* g = ::getgrnam(config.socket_group.c_str());
+      if (g == nullptr) return Status::InvalidArgument("unknown group " + config.socket_group);
+      gid = g->gr_gid;
+    }
+    if (::chown(config.address.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+      return Status::FromErrno(errno, "chown " + config.address);
+    }
+  }
+  if (::chmod(config.address.c_str(), config.socket_mode) != 0) {
+    return Status::FromErrno(errno, "chmod " + config.address);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status RunDaemon(const DaemonConfig& config) {
+  RETURN_IF_ERROR(fs::MakeDirs(config.root, 0711).WithContext("root directory"));
+  auto lock = LockFile::Acquire(config.root + "/stratad.lock");
+  if (!lock.ok()) {
+    return lock.status().WithContext("cannot start on root " + config.root);
+  }
+  ASSIGN_OR_RETURN(auto store, metadata::Store::Open(config.root + "/metadata"));
+  snapshotter::OverlayOptions overlay_options;
+  overlay_options.background_cleanup = config.background_cleanup;
+  ASSIGN_OR_RETURN(auto overlay,
+                   snapshotter::Overlay::Open(config.root, store.get(), overlay_options));
+
+  RETURN_IF_ERROR(PrepareSocketPath(config.address));
+  auto snapshots = snapshotter::NewSnapshotsService(overlay.get());
+  auto admin = snapshotter::NewAdminService(
+      overlay.get(), {STRATA_VERSION, config.root, store->schema_version()});
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + config.address, grpc::InsecureServerCredentials());
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.SetMaxSendMessageSize(16 << 20);
+  builder.RegisterService(snapshots.get());
+  builder.RegisterService(admin.get());
+  // The socket is created with the process umask; tighten it before it is bound.
+  mode_t old_umask = ::umask(0177);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ::umask(old_umask);
+  if (!server) return Status::Unavailable("cannot listen on unix socket " + config.address);
+  RETURN_IF_ERROR(SetSocketPermissions(config));
+  spdlog::info("stratad {} serving on {} (root {})", STRATA_VERSION, config.address, config.root);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  int sig = 0;
+  while (sigwait(&signals, &sig) != 0) {
+  }
+  spdlog::info("received signal {}, shutting down", sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  server->Wait();
+  RETURN_IF_ERROR(overlay->Close());
+  overlay.reset();
+  store.reset();
+  ::unlink(config.address.c_str());
+  spdlog::info("stratad stopped");
+  return Status::Ok();
+}
+
+}  // namespace strata

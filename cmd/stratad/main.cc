@@ -1,0 +1,79 @@
+// stratad: the strata daemon. See `stratad --help` and docs/configuration.md.
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "cmd/stratad/daemon.h"
+#include "core/config.h"
+
+int main(int argc, char** argv) {
+  // Block termination signals before any thread starts; RunDaemon waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"stratad: container snapshot and lazy-pull service"};
+  std::string config_path, root, address, log_level, socket_mode, socket_group;
+  bool no_background_cleanup = false;
+  app.add_option("--config", config_path, "TOML configuration file");
+  app.add_option("--root", root, "state directory (default /var/lib/strata)");
+  app.add_option("--address", address, "gRPC unix socket (default /run/strata/strata.sock)");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error (default info)");
+  app.add_option("--socket-mode", socket_mode, "octal mode of the socket (default 0600)");
+  app.add_option("--socket-group", socket_group, "group (name or gid) owning the socket");
+  app.add_flag("--no-background-cleanup", no_background_cleanup,
+               "leave directories of removed snapshots to Cleanup");
+  bool show_version = false;
+  app.add_flag("--version", show_version, "print the version and exit");
+  CLI11_PARSE(app, argc, argv);
+  if (show_version) {
+    std::cout << "stratad " << STRATA_VERSION << "\n";
+    return 0;
+  }
+
+  strata::DaemonConfig config;
+  if (!config_path.empty()) {
+    strata::Status s = strata::LoadConfigFile(config_path, config);
+    if (!s.ok()) {
+      std::fprintf(stderr, "stratad: %s\n", s.message().c_str());
+      return 2;
+    }
+  }
+  if (!root.empty()) config.root = root;
+  if (!address.empty()) config.address = address;
+  if (!log_level.empty()) config.log_level = log_level;
+  if (!socket_group.empty()) config.socket_group = socket_group;
+  if (no_background_cleanup) config.background_cleanup = false;
+  if (!socket_mode.empty()) {
+    auto mode = strata::ParseOctalMode(socket_mode);
+    if (!mode.ok()) {
+      std::fprintf(stderr, "stratad: --socket-mode: %s\n", mode.status().message().c_str());
+      return 2;
+    }
+    config.socket_mode = *mode;
+  }
+
+  auto logger = spdlog::stderr_color_mt("stratad");
+  spdlog::set_default_logger(logger);
+  auto level = spdlog::level::from_str(config.log_level);
+  if (level == spdlog::level::off && config.log_level != "off") {
+    std::fprintf(stderr, "stratad: unknown log level \"%s\"\n", config.log_level.c_str());
+    return 2;
+  }
+  spdlog::set_level(level);
+
+  strata::Status s = strata::RunDaemon(config);
+  if (!s.ok()) {
+    spdlog::error("{}", s.message());
+    return 1;
+  }
+  return 0;
+}

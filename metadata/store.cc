@@ -1,0 +1,280 @@
+#include "metadata/store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+
+#include "core/fs.h"
+#include "metadata/records.pb.h"
+
+namespace strata::metadata {
+namespace {
+
+constexpr char kMetaFamily[] = "meta";
+constexpr char kSnapshotsFamily[] = "snapshots";
+constexpr char kChildrenFamily[] = "snapshot_children";
+constexpr char kSchemaVersionKey[] = "schema_version";
+constexpr char kNextSnapshotIdKey[] = "next_snapshot_id";
+
+std::string EncodeU64(uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; i--) {
+    out[static_cast<size_t>(i)] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return out;
+}
+
+bool DecodeU64(const std::string& s, uint64_t* v) {
+  if (s.size() != 8) return false;
+  uint64_t out = 0;
+  for (char c : s) out = (out << 8) | static_cast<unsigned char>(c);
+  *v = out;
+  return true;
+}
+
+std::string EncodeRecord(const SnapshotRecord& r) {
+  v1::SnapshotRecord pb;
+  pb.set_id(r.id);
+  pb.set_kind(static_cast<v1::SnapshotKind>(r.kind));
+  pb.set_parent(r.parent);
+  for (const auto& [k, v] : r.labels) (*pb.mutable_labels())[k] = v;
+  pb.set_created_unix_nanos(r.created_unix_nanos);
+  pb.set_updated_unix_nanos(r.updated_unix_nanos);
+  pb.set_usage_size_bytes(r.usage_size_bytes);
+  pb.set_usage_inodes(r.usage_inodes);
+  return pb.SerializeAsString();
+}
+
+Result<SnapshotRecord> DecodeRecord(const std::string& key, const std::string& value,
+                                    const std::string& path) {
+  v1::SnapshotRecord pb;
+  if (!pb.ParseFromString(value) || pb.id() == 0 || pb.kind() < v1::SNAPSHOT_KIND_VIEW ||
+      pb.kind() > v1::SNAPSHOT_KIND_COMMITTED) {
+    return Status::DataLoss("metadata store " + path + ": undecodable snapshot record for key \"" +
+                            key + "\"");
+  }
+  SnapshotRecord r;
+  r.key = key;
+  r.id = pb.id();
+  r.kind = static_cast<SnapshotKind>(pb.kind());
+  r.parent = pb.parent();
+  r.labels.insert(pb.labels().begin(), pb.labels().end());
+  r.created_unix_nanos = pb.created_unix_nanos();
+  r.updated_unix_nanos = pb.updated_unix_nanos();
+  r.usage_size_bytes = pb.usage_size_bytes();
+  r.usage_inodes = pb.usage_inodes();
+  return r;
+}
+
+Status FromRocks(const rocksdb::Status& s, const std::string& what, const std::string& path) {
+  if (s.ok()) return Status::Ok();
+  std::string msg = "metadata store " + path + ": " + what + ": " + s.ToString();
+  if (s.IsNotFound()) return Status::NotFound(msg);
+  if (s.IsCorruption()) return Status::DataLoss(msg);
+  if (s.IsIOError()) return Status::Unavailable(msg);
+  return Status::Internal(msg);
+}
+
+}  // namespace
+
+std::string ChildIndexKey(const std::string& parent, const std::string& child) {
+  // Length-prefixed so that keys containing any byte (NUL included) stay unambiguous.
+  return EncodeU64(parent.size()) + parent + child;
+}
+
+Batch::Batch() = default;
+Batch::~Batch() = default;
+
+void Batch::PutSnapshot(const SnapshotRecord& record) {
+  std::string value = EncodeRecord(record);
+  std::string key = record.key;
+  ops_.push_back([key, value](Store& s, rocksdb::WriteBatch& b) { b.Put(s.snapshots_, key, value); });
+}
+
+void Batch::DeleteSnapshot(const std::string& key) {
+  ops_.push_back([key](Store& s, rocksdb::WriteBatch& b) { b.Delete(s.snapshots_, key); });
+}
+
+void Batch::AddChild(const std::string& parent, const std::string& child) {
+  std::string k = ChildIndexKey(parent, child);
+  ops_.push_back([k](Store& s, rocksdb::WriteBatch& b) { b.Put(s.children_, k, ""); });
+}
+
+void Batch::RemoveChild(const std::string& parent, const std::string& child) {
+  std::string k = ChildIndexKey(parent, child);
+  ops_.push_back([k](Store& s, rocksdb::WriteBatch& b) { b.Delete(s.children_, k); });
+}
+
+void Batch::SetNextSnapshotId(uint64_t next_id) {
+  std::string v = EncodeU64(next_id);
+  ops_.push_back(
+      [v](Store& s, rocksdb::WriteBatch& b) { b.Put(s.meta_, kNextSnapshotIdKey, v); });
+}
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  RETURN_IF_ERROR(fs::MakeDirs(path, 0700).WithContext("metadata store"));
+  std::unique_ptr<Store> store(new Store());
+  store->path_ = path;
+
+  rocksdb::DBOptions options;
+  options.create_if_missing = true;
+  options.create_missing_column_families = true;
+  options.paranoid_checks = true;
+  options.max_background_jobs = 2;
+  options.keep_log_file_num = 4;
+  options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  // Reusing WAL files keeps fdatasync from having to update the file size.
+  options.recycle_log_file_num = 4;
+
+  // Open every family present (a newer schema may have added some) so that the schema
+  // check below, not RocksDB, decides whether we can use the store.
+  std::vector<std::string> families;
+  rocksdb::Status ls = rocksdb::DB::ListColumnFamilies(options, path, &families);
+  if (!ls.ok()) families = {rocksdb::kDefaultColumnFamilyName};
+  for (const char* name : {kMetaFamily, kSnapshotsFamily, kChildrenFamily}) {
+    if (std::find(families.begin(), families.end(), name) == families.end()) {
+      families.emplace_back(name);
+    }
+  }
+  rocksdb::ColumnFamilyOptions cf_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const auto& name : families) descriptors.emplace_back(name, cf_options);
+
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(options, path, descriptors, &store->handles_, &raw);
+  if (!s.ok()) {
+    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+      return Status::FailedPrecondition("metadata store " + path +
+                                        " is in use by another process: " + s.ToString());
+    }
+    return Status::DataLoss("cannot open metadata store " + path +
+                            " (corrupt or unreadable): " + s.ToString());
+  }
+  store->db_.reset(raw);
+  for (size_t i = 0; i < families.size(); i++) {
+    if (families[i] == kMetaFamily) store->meta_ = store->handles_[i];
+    if (families[i] == kSnapshotsFamily) store->snapshots_ = store->handles_[i];
+    if (families[i] == kChildrenFamily) store->children_ = store->handles_[i];
+  }
+
+  std::string version;
+  s = store->db_->Get(rocksdb::ReadOptions(), store->meta_, kSchemaVersionKey, &version);
+  if (s.IsNotFound()) {
+    // A new store, or one that never finished its first write: stamp it.
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    s = store->db_->Put(wo, store->meta_, kSchemaVersionKey, EncodeU64(kSchemaVersion));
+    RETURN_IF_ERROR(FromRocks(s, "write schema version", path));
+    store->schema_version_ = kSchemaVersion;
+  } else {
+    RETURN_IF_ERROR(FromRocks(s, "read schema version", path));
+    uint64_t v = 0;
+    if (!DecodeU64(version, &v)) {
+      return Status::DataLoss("metadata store " + path + ": schema version record is corrupt");
+    }
+    if (v > kSchemaVersion) {
+      return Status::FailedPrecondition(
+          "metadata store " + path + " has schema version " + std::to_string(v) +
+          ", newer than the version this stratad supports (" + std::to_string(kSchemaVersion) +
+          "); upgrade stratad");
+    }
+    store->schema_version_ = static_cast<uint32_t>(v);
+  }
+  return store;
+}
+
+Store::~Store() {
+  if (db_) {
+    db_->FlushWAL(true).PermitUncheckedError();
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    db_->Close().PermitUncheckedError();
+  }
+}
+
+Result<uint64_t> Store::Apply(Batch& batch) {
+  rocksdb::WriteBatch wb;
+  for (auto& op : batch.ops_) op(*this, wb);
+  std::lock_guard<std::mutex> lock(write_mu_);
+  rocksdb::WriteOptions wo;
+  wo.sync = false;
+  RETURN_IF_ERROR(FromRocks(db_->Write(wo, &wb), "write", path_));
+  return written_.fetch_add(1, std::memory_order_acq_rel) + 1;
+}
+
+Status Store::WaitDurable(uint64_t ticket) {
+  std::unique_lock<std::mutex> lock(sync_mu_);
+  while (durable_ < ticket) {
+    if (syncing_) {
+      sync_cv_.wait(lock);
+      continue;
+    }
+    // Become the leader: one fsync covers every batch applied so far.
+    syncing_ = true;
+    uint64_t target = written_.load(std::memory_order_acquire);
+    lock.unlock();
+    rocksdb::Status s = db_->SyncWAL();
+    lock.lock();
+    syncing_ = false;
+    if (s.ok()) durable_ = std::max(durable_, target);
+    sync_cv_.notify_all();
+    if (!s.ok()) return FromRocks(s, "sync write-ahead log", path_);
+  }
+  return Status::Ok();
+}
+
+Status Store::Commit(Batch& batch) {
+  ASSIGN_OR_RETURN(uint64_t ticket, Apply(batch));
+  return WaitDurable(ticket);
+}
+
+Result<std::vector<SnapshotRecord>> Store::LoadSnapshots() const {
+  std::vector<SnapshotRecord> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), snapshots_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    ASSIGN_OR_RETURN(SnapshotRecord r,
+                     DecodeRecord(it->key().ToString(), it->value().ToString(), path_));
+    out.push_back(std::move(r));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan snapshots", path_));
+  return out;
+}
+
+Result<SnapshotRecord> Store::GetSnapshot(const std::string& key) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), snapshots_, key, &value);
+  if (s.IsNotFound()) return Status::NotFound("snapshot " + key + " does not exist");
+  RETURN_IF_ERROR(FromRocks(s, "read snapshot", path_));
+  return DecodeRecord(key, value, path_);
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> Store::LoadChildren() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), children_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string k = it->key().ToString();
+    uint64_t len = 0;
+    if (k.size() < 8 || !DecodeU64(k.substr(0, 8), &len) || len > k.size() - 8) {
+      return Status::DataLoss("metadata store " + path_ + ": corrupt children index entry");
+    }
+    out.emplace_back(k.substr(8, len), k.substr(8 + len));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan children index", path_));
+  return out;
+}
+
+Result<uint64_t> Store::NextSnapshotId() const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_, kNextSnapshotIdKey, &value);
+  if (s.IsNotFound()) return uint64_t{1};
+  RETURN_IF_ERROR(FromRocks(s, "read next snapshot id", path_));
+  uint64_t v = 0;
+  if (!DecodeU64(value, &v)) {
+    return Status::DataLoss("metadata store " + path_ + ": next snapshot id record is corrupt");
+  }
+  return v;
+}
+
+}  // namespace strata::metadata

@@ -1,0 +1,133 @@
+// metadata::Store — strata's RocksDB-backed metadata database.
+//
+// One RocksDB instance under <root>/metadata with a column family per table:
+//
+//   meta               schema version and counters ("schema_version", "next_snapshot_id")
+//   snapshots          snapshot key -> SnapshotRecord (records.proto)
+//   snapshot_children  (parent key, child key) -> "" : the parent->children index
+//
+// Every change is a Batch applied atomically. Durability uses group commit: Apply()
+// appends the batch to the write-ahead log and returns a ticket; WaitDurable(ticket)
+// returns once the log is fsynced up to that ticket. Concurrent callers share one
+// fsync, so N writers waiting together cost one disk flush, not N. Commit() is
+// Apply() + WaitDurable() for callers that do not need to release a lock in between.
+//
+// Thread safety: a Store is safe for concurrent use from many threads.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+class WriteBatch;
+}  // namespace rocksdb
+
+namespace strata::metadata {
+
+// The schema version this code writes. Opening a store with a higher version fails.
+inline constexpr uint32_t kSchemaVersion = 1;
+
+enum class SnapshotKind : int { kUnknown = 0, kView = 1, kActive = 2, kCommitted = 3 };
+
+struct SnapshotRecord {
+  std::string key;
+  uint64_t id = 0;
+  SnapshotKind kind = SnapshotKind::kUnknown;
+  std::string parent;  // key of the parent (always committed); empty for a base layer
+  std::map<std::string, std::string> labels;
+  int64_t created_unix_nanos = 0;
+  int64_t updated_unix_nanos = 0;
+  int64_t usage_size_bytes = 0;  // stored at commit
+  int64_t usage_inodes = 0;
+};
+
+class Store;
+
+// A set of changes applied atomically by Store::Apply/Commit.
+class Batch {
+ public:
+  Batch();
+  ~Batch();
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+
+  void PutSnapshot(const SnapshotRecord& record);
+  void DeleteSnapshot(const std::string& key);
+  void AddChild(const std::string& parent, const std::string& child);
+  void RemoveChild(const std::string& parent, const std::string& child);
+  void SetNextSnapshotId(uint64_t next_id);
+
+ private:
+  friend class Store;
+  Store* store_ = nullptr;  // bound on first use; all puts need the store's handles
+  std::vector<std::function<void(Store&, rocksdb::WriteBatch&)>> ops_;
+};
+
+class Store {
+ public:
+  // Opens (creating if missing) the store in directory `path`.
+  // FailedPrecondition if it was written by a newer schema; DataLoss if it is corrupt
+  // or unreadable. Messages name `path`.
+  static Result<std::unique_ptr<Store>> Open(const std::string& path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const std::string& path() const { return path_; }
+
+  // Appends `batch` to the log and applies it; not yet durable. Returns a ticket for
+  // WaitDurable. Tickets grow monotonically in Apply order.
+  Result<uint64_t> Apply(Batch& batch);
+  // Blocks until every batch with a ticket <= `ticket` is on stable storage.
+  Status WaitDurable(uint64_t ticket);
+  // The ticket of the latest Apply (0 if none).
+  uint64_t LastTicket() const { return written_.load(std::memory_order_acquire); }
+  // Apply + WaitDurable.
+  Status Commit(Batch& batch);
+
+  // Reads every snapshot record. DataLoss if a record cannot be decoded.
+  Result<std::vector<SnapshotRecord>> LoadSnapshots() const;
+  // Reads one record; NotFound if absent.
+  Result<SnapshotRecord> GetSnapshot(const std::string& key) const;
+  // Reads the children index: pairs of (parent, child).
+  Result<std::vector<std::pair<std::string, std::string>>> LoadChildren() const;
+  // The persisted next snapshot id (1 for a new store).
+  Result<uint64_t> NextSnapshotId() const;
+  uint32_t schema_version() const { return schema_version_; }
+
+ private:
+  friend class Batch;
+  Store() = default;
+
+  std::string path_;
+  uint32_t schema_version_ = 0;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  rocksdb::ColumnFamilyHandle* snapshots_ = nullptr;
+  rocksdb::ColumnFamilyHandle* children_ = nullptr;
+
+  std::mutex write_mu_;
+  std::atomic<uint64_t> written_{0};
+
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  bool syncing_ = false;
+  uint64_t durable_ = 0;
+};
+
+// Encodes (parent, child) as one children-index key; exposed for tests.
+std::string ChildIndexKey(const std::string& parent, const std::string& child);
+
+}  // namespace strata::metadata

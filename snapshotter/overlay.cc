@@ -1,0 +1,674 @@
+#include "snapshotter/overlay.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <spdlog/spdlog.h>
+
+#include "core/clock.h"
+#include "core/filters.h"
+#include "core/fs.h"
+
+namespace strata::snapshotter {
+namespace {
+
+using metadata::SnapshotKind;
+using metadata::SnapshotRecord;
+
+Kind ToKind(SnapshotKind k) { return static_cast<Kind>(static_cast<int>(k)); }
+
+Info ToInfo(const SnapshotRecord& r) {
+  Info info;
+  info.name = r.key;
+  info.parent = r.parent;
+  info.kind = ToKind(r.kind);
+  info.labels = r.labels;
+  info.created_unix_nanos = r.created_unix_nanos;
+  info.updated_unix_nanos = r.updated_unix_nanos;
+  return info;
+}
+
+// Exposes an Info to containerd's filters: kind, name, parent, labels.<key>.
+class InfoAdaptor : public filters::Adaptor {
+ public:
+  explicit InfoAdaptor(const Info& info) : info_(info) {}
+  std::optional<std::string> Field(const std::vector<std::string>& path) const override {
+    if (path.empty()) return std::nullopt;
+    if (path[0] == "kind") return std::string(KindName(info_.kind));
+    if (path[0] == "name") return info_.name;
+    if (path[0] == "parent") return info_.parent;
+    if (path[0] == "labels") {
+      if (info_.labels.empty()) return std::nullopt;
+      std::string key;
+      for (size_t i = 1; i < path.size(); i++) {
+        if (i > 1) key += ".";
+        key += path[i];
+      }
+      auto it = info_.labels.find(key);
+      if (it == info_.labels.end()) return std::nullopt;
+      return it->second;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  const Info& info_;
+};
+
+bool OverlayIndexParameterExists() {
+  return fs::Exists("/sys/module/overlay/parameters/index");
+}
+
+// True inside a user namespace that does not map the whole id range (as runc's
+// RunningInUserNS): overlayfs then needs "userxattr".
+bool RunningInUserNamespace() {
+  std::ifstream in("/proc/self/uid_map");
+  long a = 0, b = 0, c = 0;
+  if (!(in >> a >> b >> c)) return false;
+  return !(a == 0 && b == 0 && c == 4294967295L);
+}
+
+class OverlayImpl : public Overlay {
+ public:
+  OverlayImpl(std::string root, metadata::Store* store, OverlayOptions options)
+      : root_(std::move(root)), store_(store), options_(options) {
+    snapshots_dir_ = root_ + "/snapshots";
+    index_off_ = OverlayIndexParameterExists();
+    userxattr_ = RunningInUserNamespace();
+  }
+
+  ~OverlayImpl() override { Close().ok(); }
+
+  Status Load() {
+    RETURN_IF_ERROR(fs::MakeDirs(root_, 0700));
+    RETURN_IF_ERROR(fs::MakeDirs(snapshots_dir_, 0700));
+    ASSIGN_OR_RETURN(auto records, store_->LoadSnapshots());
+    ASSIGN_OR_RETURN(next_id_, store_->NextSnapshotId());
+    for (auto& r : records) {
+      next_id_ = std::max(next_id_, r.id + 1);
+      std::string key = r.key;
+      by_key_.emplace(key, Entry{std::move(r), 0});
+    }
+    for (auto& [key, e] : by_key_) {
+      if (e.record.parent.empty()) continue;
+      auto it = by_key_.find(e.record.parent);
+      if (it != by_key_.end()) it->second.children++;
+    }
+    // Reconcile: directories without a record are leftovers of an interrupted
+    // Prepare or of a Remove whose directory deletion did not finish.
+    RETURN_IF_ERROR(Cleanup());
+    if (options_.background_cleanup) {
+      remover_ = std::thread([this] { RemoverLoop(); });
+    }
+    return Status::Ok();
+  }
+
+  Result<Info> Stat(const std::string& key) override {
+    Info info;
+    uint64_t ticket = 0;
+    {
+      std::shared_lock lock(mu_);
+      RETURN_IF_ERROR(CheckOpen());
+      ticket = store_->LastTicket();
+      auto it = by_key_.find(key);
+      if (it == by_key_.end()) return NotFoundError(key);
+      info = ToInfo(it->second.record);
+    }
+    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    return info;
+  }
+
+  Result<Info> Update(const Info& info, const std::vector<std::string>& fieldpaths) override {
+    if (info.name.empty()) return Status::InvalidArgument("snapshot name must not be empty");
+    Info out;
+    uint64_t ticket = 0;
+    {
+      std::unique_lock lock(mu_);
+      RETURN_IF_ERROR(CheckOpen());
+      auto it = by_key_.find(info.name);
+      if (it == by_key_.end()) return NotFoundError(info.name);
+      SnapshotRecord updated = it->second.record;
+      if (fieldpaths.empty()) {
+        updated.labels = info.labels;
+      } else {
+        for (const auto& path : fieldpaths) {
+          if (path == "labels") {
+            updated.labels = info.labels;
+          } else if (path.rfind("labels.", 0) == 0) {
+            std::string label = path.substr(7);
+            auto value = info.labels.find(label);
+            if (value == info.labels.end() || value->second.empty()) {
+              updated.labels.erase(label);
+            } else {
+              updated.labels[label] = value->second;
+            }
+          } else {
+            return Status::InvalidArgument("cannot update \"" + path + "\" field on snapshot \"" +
+                                           info.name + "\"");
+          }
+        }
+      }
+      // containerd does not keep labels with empty values.
+      for (auto l = updated.labels.begin(); l != updated.labels.end();) {
+        l = l->second.empty() ? updated.labels.erase(l) : std::next(l);
+      }
+      RETURN_IF_ERROR(ValidateLabels(updated.labels));
+      updated.updated_unix_nanos = NowUnixNanos();
+      metadata::Batch batch;
+      batch.PutSnapshot(updated);
+      ASSIGN_OR_RETURN(ticket, store_->Apply(batch));
+      it->second.record = std::move(updated);
+      out = ToInfo(it->second.record);
+    }
+    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    return out;
+  }
+
+  Result<Usage> GetUsage(const std::string& key) override {
+    Usage usage;
+    uint64_t id = 0;
+    uint64_t ticket = 0;
+    {
+      std::shared_lock lock(mu_);
+      RETURN_IF_ERROR(CheckOpen());
+      ticket = store_->LastTicket();
+      auto it = by_key_.find(key);
+      if (it == by_key_.end()) return NotFoundError(key);
+      const SnapshotRecord& r = it->second.record;
+      if (r.kind == SnapshotKind::kActive) {
+        id = r.id;
+      } else {
+        usage.size_bytes = r.usage_size_bytes;
+        usage.inodes = r.usage_inodes;
+      }
+    }
+    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    if (id != 0) {
+      ASSIGN_OR_RETURN(fs::DiskUsage du, fs::UsageOf(UpperPath(id)));
+      usage.size_bytes = du.size_bytes;
+      usage.inodes = du.inodes;
+    }
+    return usage;
+  }
+
+  Result<std::vector<Mount>> Mounts(const std::string& key) override {
+    std::vector<Mount> mounts;
+    uint64_t ticket = 0;
+    {
+      std::shared_lock lock(mu_);
+      RETURN_IF_ERROR(CheckOpen());
+      ticket = store_->LastTicket();
+      auto it = by_key_.find(key);
+      if (it == by_key_.end()) return NotFoundError(key);
+      if (it->second.record.kind == SnapshotKind::kCommitted) {
+        return Status::FailedPrecondition("requested snapshot \"" + key +
+                                          "\" not active or view");
+      }
+      mounts = MountsLocked(it->second.record);
+    }
+    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    return mounts;
+  }
+
+  Result<std::vector<Mount>> Prepare(const std::string& key, const std::string& parent,
+                                     const Labels& labels) override {
+    return Create(SnapshotKind::kActive, key, parent, labels);
+  }
+
+  Result<std::vector<Mount>> View(const std::string& key, const std::string& parent,
+                                  const Labels& labels) override {
+    return Create(SnapshotKind::kView, key, parent, labels);
+  }
+
+  Status Commit(const std::string& name, const std::string& key, const Labels& labels,
+                const std::string& parent) override {
+    if (name.empty()) return Status::InvalidArgument("commit name must not be empty");
+    RETURN_IF_ERROR(ValidateLabels(labels));
+    // Measure usage before taking the write lock: it walks the whole tree.
+    uint64_t id = 0;
+    {
+      std::shared_lock lock(mu_);
+      RETURN_IF_ERROR(CheckOpen());
+      auto it = by_key_.find(key);
+      if (it == by_key_.end()) return NotFoundError(key);
+      if (it->second.record.kind != SnapshotKind::kActive) {
+        return Status::FailedPrecondition("snapshot \"" + key + "\" is not active");
+      }
+      id = it->second.record.id;
+    }
+    ASSIGN_OR_RETURN(fs::DiskUsage du, fs::UsageOf(UpperPath(id)));
+
+    uint64_t ticket = 0;
+    {
+      std::unique_lock lock(mu_);
+      RETURN_IF_ERROR(CheckOpen());
+      if (by_key_.count(name) != 0) {
+        return Status::AlreadyExists("committed snapshot \"" + name + "\": already exists");
+      }
+      auto it = by_key_.find(key);
+      if (it == by_key_.end()) return NotFoundError(key);
+      if (it->second.record.kind != SnapshotKind::kActive || it->second.record.id != id) {
+        return Status::FailedPrecondition("snapshot \"" + key + "\" is not active");
+      }
+      SnapshotRecord committed = it->second.record;
+      if (!parent.empty() && parent != committed.parent) {
+        if (!committed.parent.empty()) {
+          return Status::InvalidArgument("cannot change parent of active snapshot \"" + key +
+                                         "\" on commit");
+        }
+        auto p = by_key_.find(parent);
+        if (p == by_key_.end()) return NotFoundError(parent);
+        if (p->second.record.kind != SnapshotKind::kCommitted) {
+          return Status::InvalidArgument("parent \"" + parent + "\" is not committed snapshot");
+        }
+        committed.parent = parent;  // rebase (containerd 2.2 parallel unpack)
+      }
+      committed.key = name;
+      committed.kind = SnapshotKind::kCommitted;
+      committed.labels = labels;
+      for (auto l = committed.labels.begin(); l != committed.labels.end();) {
+        l = l->second.empty() ? committed.labels.erase(l) : std::next(l);
+      }
+      committed.created_unix_nanos = committed.updated_unix_nanos = NowUnixNanos();
+      committed.usage_size_bytes = du.size_bytes;
+      committed.usage_inodes = du.inodes;
+
+      metadata::Batch batch;
+      batch.DeleteSnapshot(key);
+      batch.PutSnapshot(committed);
+      const std::string& old_parent = it->second.record.parent;
+      if (!old_parent.empty()) batch.RemoveChild(old_parent, key);
+      if (!committed.parent.empty()) batch.AddChild(committed.parent, name);
+      ASSIGN_OR_RETURN(ticket, store_->Apply(batch));
+
+      if (old_parent != committed.parent) {
+        by_key_.find(committed.parent)->second.children++;
+      }
+      int children = it->second.children;
+      by_key_.erase(it);
+      by_key_.emplace(name, Entry{std::move(committed), children});
+    }
+    return store_->WaitDurable(ticket);
+  }
+
+  Status Remove(const std::string& key) override {
+    uint64_t ticket = 0;
+    uint64_t id = 0;
+    {
+      std::unique_lock lock(mu_);
+      RETURN_IF_ERROR(CheckOpen());
+      auto it = by_key_.find(key);
+      if (it == by_key_.end()) return NotFoundError(key);
+      if (it->second.children > 0) {
+        return Status::FailedPrecondition("cannot remove snapshot with child: \"" + key +
+                                          "\" has " + std::to_string(it->second.children) +
+                                          " children");
+      }
+      metadata::Batch batch;
+      batch.DeleteSnapshot(key);
+      const std::string parent = it->second.record.parent;
+      if (!parent.empty()) batch.RemoveChild(parent, key);
+      ASSIGN_OR_RETURN(ticket, store_->Apply(batch));
+      id = it->second.record.id;
+      if (!parent.empty()) by_key_.find(parent)->second.children--;
+      by_key_.erase(it);
+    }
+    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    // Only now that the removal is durable may the directory go.
+    if (options_.background_cleanup) {
+      std::lock_guard<std::mutex> lock(remove_mu_);
+      remove_queue_.push_back(id);
+      remove_cv_.notify_one();
+    }
+    return Status::Ok();
+  }
+
+  Status Walk(const std::function<Status(const Info&)>& fn,
+              const std::vector<std::string>& filter_strings) override {
+    ASSIGN_OR_RETURN(filters::Filter filter, filters::Filter::ParseAll(filter_strings));
+    std::vector<Info> matched;
+    uint64_t ticket = 0;
+    {
+      std::shared_lock lock(mu_);
+      RETURN_IF_ERROR(CheckOpen());
+      ticket = store_->LastTicket();
+      matched.reserve(by_key_.size());
+      for (const auto& [key, e] : by_key_) {
+        Info info = ToInfo(e.record);
+        if (filter.MatchesAll() || filter.Match(InfoAdaptor(info))) matched.push_back(std::move(info));
+      }
+    }
+    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    for (const auto& info : matched) RETURN_IF_ERROR(fn(info));
+    return Status::Ok();
+  }
+
+  Status Cleanup() override {
+    ASSIGN_OR_RETURN(auto orphans, FindOrphans());
+    Status result;
+    for (const auto& name : orphans) {
+      Status s = fs::RemoveAll(snapshots_dir_ + "/" + name);
+      if (!s.ok()) {
+        spdlog::warn("cleanup: cannot remove {}/{}: {}", snapshots_dir_, name, s.ToString());
+        result = s;
+      }
+    }
+    return result;
+  }
+
+  Status Close() override {
+    {
+      std::unique_lock lock(mu_);
+      if (closed_) return Status::Ok();
+      closed_ = true;
+    }
+    {
+      std::lock_guard<std::mutex> lock(remove_mu_);
+      stop_remover_ = true;
+      remove_cv_.notify_all();
+    }
+    if (remover_.joinable()) remover_.join();
+    return Status::Ok();
+  }
+
+  Result<std::vector<Problem>> Check(bool repair) override {
+    std::vector<Problem> problems;
+    // 1. Orphan directories.
+    ASSIGN_OR_RETURN(auto orphans, FindOrphans());
+    std::unordered_set<std::string> queued;
+    {
+      std::lock_guard<std::mutex> lock(remove_mu_);
+      for (uint64_t id : remove_queue_) queued.insert(std::to_string(id));
+    }
+    for (const auto& name : orphans) {
+      if (queued.count(name) != 0) continue;  // removed; its directory is on its way out
+      Problem p{"orphan-directory", snapshots_dir_ + "/" + name + " belongs to no snapshot"};
+      if (repair) p.repaired = fs::RemoveAll(snapshots_dir_ + "/" + name).ok();
+      problems.push_back(std::move(p));
+    }
+    std::unique_lock lock(mu_);
+    RETURN_IF_ERROR(CheckOpen());
+    // 2. Records whose directories are missing, parents broken or ids shared.
+    std::unordered_map<uint64_t, std::string> ids;
+    for (const auto& [key, e] : by_key_) {
+      const SnapshotRecord& r = e.record;
+      auto [dup, inserted] = ids.emplace(r.id, key);
+      if (!inserted) {
+        problems.push_back({"duplicate-id", "snapshots \"" + key + "\" and \"" + dup->second +
+                                                "\" share id " + std::to_string(r.id)});
+      }
+      std::vector<std::string> dirs = {UpperPath(r.id)};
+      if (r.kind == SnapshotKind::kActive) dirs.push_back(WorkPath(r.id));
+      for (const auto& dir : dirs) {
+        if (fs::Exists(dir)) continue;
+        Problem p{"missing-directory", dir + " of snapshot \"" + key + "\" (" +
+                                           std::string(KindName(ToKind(r.kind))) +
+                                           ") is missing"};
+        if (repair) {
+          p.repaired = fs::MakeDirs(SnapshotDir(r.id), 0700).ok() &&
+                       fs::MakeDirs(dir, dir == UpperPath(r.id) ? 0755 : 0711).ok();
+        }
+        problems.push_back(std::move(p));
+      }
+      if (!r.parent.empty()) {
+        auto p = by_key_.find(r.parent);
+        if (p == by_key_.end()) {
+          problems.push_back({"missing-parent", "snapshot \"" + key + "\" has unknown parent \"" +
+                                                    r.parent + "\""});
+        } else if (p->second.record.kind != SnapshotKind::kCommitted) {
+          problems.push_back({"parent-not-committed", "snapshot \"" + key + "\" has parent \"" +
+                                                          r.parent + "\" that is not committed"});
+        }
+      }
+      if (r.id >= next_id_) {
+        problems.push_back({"id-counter", "snapshot id " + std::to_string(r.id) +
+                                              " is not below the id counter"});
+      }
+    }
+    // 3. The persisted children index must equal the parent pointers.
+    ASSIGN_OR_RETURN(auto index, store_->LoadChildren());
+    std::set<std::pair<std::string, std::string>> stored(index.begin(), index.end());
+    std::set<std::pair<std::string, std::string>> expected;
+    for (const auto& [key, e] : by_key_) {
+      if (!e.record.parent.empty()) expected.emplace(e.record.parent, key);
+    }
+    metadata::Batch fix;
+    bool need_fix = false;
+    for (const auto& pc : stored) {
+      if (expected.count(pc) != 0) continue;
+      problems.push_back({"children-index", "stale index entry \"" + pc.first + "\" -> \"" +
+                                                pc.second + "\"", repair});
+      fix.RemoveChild(pc.first, pc.second);
+      need_fix = true;
+    }
+    for (const auto& pc : expected) {
+      if (stored.count(pc) != 0) continue;
+      problems.push_back({"children-index", "missing index entry \"" + pc.first + "\" -> \"" +
+                                                pc.second + "\"", repair});
+      fix.AddChild(pc.first, pc.second);
+      need_fix = true;
+    }
+    if (repair && need_fix) RETURN_IF_ERROR(store_->Commit(fix));
+    return problems;
+  }
+
+  Result<std::string> FsPath(const std::string& key) override {
+    std::shared_lock lock(mu_);
+    auto it = by_key_.find(key);
+    if (it == by_key_.end()) return NotFoundError(key);
+    return UpperPath(it->second.record.id);
+  }
+
+ private:
+  struct Entry {
+    SnapshotRecord record;
+    int children = 0;
+  };
+
+  static Status NotFoundError(const std::string& key) {
+    return Status::NotFound("snapshot \"" + key + "\" does not exist");
+  }
+
+  Status CheckOpen() const {
+    if (closed_) return Status::Unavailable("snapshotter is closed");
+    return Status::Ok();
+  }
+
+  std::string SnapshotDir(uint64_t id) const { return snapshots_dir_ + "/" + std::to_string(id); }
+  std::string UpperPath(uint64_t id) const { return SnapshotDir(id) + "/fs"; }
+  std::string WorkPath(uint64_t id) const { return SnapshotDir(id) + "/work"; }
+
+  Result<std::vector<Mount>> Create(SnapshotKind kind, const std::string& key,
+                                    const std::string& parent, const Labels& labels) {
+    if (key.empty()) return Status::InvalidArgument("snapshot key must not be empty");
+    RETURN_IF_ERROR(ValidateLabels(labels));
+    std::vector<Mount> mounts;
+    uint64_t ticket = 0;
+    {
+      std::unique_lock lock(mu_);
+      RETURN_IF_ERROR(CheckOpen());
+      if (by_key_.count(key) != 0) {
+        return Status::AlreadyExists("snapshot \"" + key + "\": already exists");
+      }
+      const SnapshotRecord* parent_record = nullptr;
+      if (!parent.empty()) {
+        auto p = by_key_.find(parent);
+        if (p == by_key_.end()) {
+          return Status::NotFound("parent snapshot \"" + parent + "\" does not exist");
+        }
+        if (p->second.record.kind != SnapshotKind::kCommitted) {
+          return Status::InvalidArgument("parent \"" + parent + "\" is not committed snapshot");
+        }
+        parent_record = &p->second.record;
+      }
+
+      SnapshotRecord r;
+      r.key = key;
+      r.id = next_id_;
+      r.kind = kind;
+      r.parent = parent;
+      r.labels = labels;
+      for (auto l = r.labels.begin(); l != r.labels.end();) {
+        l = l->second.empty() ? r.labels.erase(l) : std::next(l);
+      }
+      r.created_unix_nanos = r.updated_unix_nanos = NowUnixNanos();
+
+      // Directories first, then the record: a crash in between leaves an orphan
+      // directory that start-up removes, never a record without its directory.
+      Status s = MakeSnapshotDirs(r.id, kind, parent_record);
+      if (!s.ok()) {
+        fs::RemoveAll(SnapshotDir(r.id)).ok();
+        return s.WithContext("failed to create snapshot \"" + key + "\"");
+      }
+      metadata::Batch batch;
+      batch.PutSnapshot(r);
+      if (!parent.empty()) batch.AddChild(parent, key);
+      batch.SetNextSnapshotId(r.id + 1);
+      auto applied = store_->Apply(batch);
+      if (!applied.ok()) {
+        fs::RemoveAll(SnapshotDir(r.id)).ok();
+        return applied.status();
+      }
+      ticket = *applied;
+      next_id_++;
+      if (!parent.empty()) by_key_.find(parent)->second.children++;
+      auto inserted = by_key_.emplace(key, Entry{std::move(r), 0});
+      mounts = MountsLocked(inserted.first->second.record);
+    }
+    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    return mounts;
+  }
+
+  Status MakeSnapshotDirs(uint64_t id, SnapshotKind kind, const SnapshotRecord* parent) {
+    std::string dir = SnapshotDir(id);
+    if (fs::Exists(dir)) RETURN_IF_ERROR(fs::RemoveAll(dir));  // stale leftover
+    RETURN_IF_ERROR(fs::MakeDir(dir, 0700));
+    RETURN_IF_ERROR(fs::MakeDir(UpperPath(id), 0755));
+    if (kind == SnapshotKind::kActive) RETURN_IF_ERROR(fs::MakeDir(WorkPath(id), 0711));
+    if (parent != nullptr) {
+      // The new layer's root takes the owner of the parent's root, so a container's
+      // "/" keeps its owner across layers.
+      struct stat st;
+      if (::stat(UpperPath(parent->id).c_str(), &st) == 0 && (st.st_uid != 0 || st.st_gid != 0)) {
+        if (::lchown(UpperPath(id).c_str(), st.st_uid, st.st_gid) != 0) {
+          return Status::FromErrno(errno, "chown " + UpperPath(id));
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Mounts of an active or view record, exactly as containerd's overlayfs snapshotter.
+  std::vector<Mount> MountsLocked(const SnapshotRecord& r) const {
+    std::vector<uint64_t> parent_ids;
+    for (std::string p = r.parent; !p.empty();) {
+      auto it = by_key_.find(p);
+      if (it == by_key_.end()) break;
+      parent_ids.push_back(it->second.record.id);
+      p = it->second.record.parent;
+    }
+    if (parent_ids.empty()) {
+      return {Mount{"bind", UpperPath(r.id), "",
+                    {r.kind == SnapshotKind::kView ? "ro" : "rw", "rbind"}}};
+    }
+    if (r.kind == SnapshotKind::kView && parent_ids.size() == 1) {
+      return {Mount{"bind", UpperPath(parent_ids[0]), "", {"ro", "rbind"}}};
+    }
+    std::vector<std::string> options;
+    if (index_off_) options.emplace_back("index=off");
+    if (userxattr_) options.emplace_back("userxattr");
+    if (r.kind == SnapshotKind::kActive) {
+      options.push_back("workdir=" + WorkPath(r.id));
+      options.push_back("upperdir=" + UpperPath(r.id));
+    }
+    std::string lower = "lowerdir=";
+    for (size_t i = 0; i < parent_ids.size(); i++) {
+      if (i > 0) lower += ":";
+      lower += UpperPath(parent_ids[i]);
+    }
+    options.push_back(std::move(lower));
+    return {Mount{"overlay", "overlay", "", std::move(options)}};
+  }
+
+  // Entries of <root>/snapshots whose removal is durable and that no record uses.
+  Result<std::vector<std::string>> FindOrphans() {
+    // List first, then read the live ids: an id whose directory we listed was created
+    // under the write lock, so its record (if any) is visible once we hold the lock.
+    std::vector<std::string> names;
+    DIR* dir = ::opendir(snapshots_dir_.c_str());
+    if (dir == nullptr) return Status::FromErrno(errno, "open " + snapshots_dir_);
+    while (struct dirent* e = ::readdir(dir)) {
+      std::string name = e->d_name;
+      if (name != "." && name != "..") names.push_back(name);
+    }
+    ::closedir(dir);
+    std::unordered_set<std::string> live;
+    uint64_t ticket = 0;
+    {
+      std::shared_lock lock(mu_);
+      for (const auto& [key, e] : by_key_) live.insert(std::to_string(e.record.id));
+      ticket = store_->LastTicket();
+    }
+    // A directory may go only once the removal of its record is durable.
+    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    std::vector<std::string> orphans;
+    for (const auto& name : names) {
+      if (live.count(name) == 0) orphans.push_back(name);
+    }
+    return orphans;
+  }
+
+  void RemoverLoop() {
+    std::unique_lock<std::mutex> lock(remove_mu_);
+    for (;;) {
+      remove_cv_.wait(lock, [this] { return stop_remover_ || !remove_queue_.empty(); });
+      if (stop_remover_) return;
+      uint64_t id = remove_queue_.front();
+      remove_queue_.pop_front();
+      lock.unlock();
+      Status s = fs::RemoveAll(SnapshotDir(id));
+      if (!s.ok()) spdlog::warn("background removal of {}: {}", SnapshotDir(id), s.ToString());
+      lock.lock();
+    }
+  }
+
+  const std::string root_;
+  std::string snapshots_dir_;
+  metadata::Store* const store_;
+  const OverlayOptions options_;
+  bool index_off_ = false;
+  bool userxattr_ = false;
+
+  mutable std::shared_mutex mu_;
+  bool closed_ = false;
+  std::unordered_map<std::string, Entry> by_key_;
+  uint64_t next_id_ = 1;
+
+  std::mutex remove_mu_;
+  std::condition_variable remove_cv_;
+  std::deque<uint64_t> remove_queue_;
+  bool stop_remover_ = false;
+  std::thread remover_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Overlay>> Overlay::Open(const std::string& root, metadata::Store* store,
+                                               OverlayOptions options) {
+  auto impl = std::make_unique<OverlayImpl>(root, store, options);
+  RETURN_IF_ERROR(impl->Load());
+  return std::unique_ptr<Overlay>(std::move(impl));
+}
+
+}  // namespace strata::snapshotter

@@ -1,0 +1,45 @@
+// The overlayfs backend: each snapshot is <root>/snapshots/<id>/{fs,work}, where <id>
+// is an internal number (client keys never become paths). Records live in the shared
+// metadata::Store; an in-memory index mirrors them for fast reads.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "metadata/store.h"
+#include "snapshotter/snapshotter.h"
+
+namespace strata::snapshotter {
+
+struct OverlayOptions {
+  // Remove directories of removed snapshots in a background thread (otherwise only
+  // Cleanup removes them).
+  bool background_cleanup = true;
+};
+
+// One inconsistency found by Check.
+struct Problem {
+  std::string kind;    // "orphan-directory", "missing-directory", "children-index", ...
+  std::string detail;  // what and where
+  bool repaired = false;
+};
+
+class Overlay : public Snapshotter {
+ public:
+  // Opens the backend on `root` (creating <root>/snapshots) with metadata in `store`,
+  // which must outlive it. Start-up reconciles directories with metadata: orphan
+  // directories (from a crash mid-Prepare or mid-Remove) are deleted.
+  static Result<std::unique_ptr<Overlay>> Open(const std::string& root, metadata::Store* store,
+                                               OverlayOptions options = {});
+
+  // Compares metadata with directories and the children index; with `repair`, fixes
+  // what can be fixed (orphans removed, missing directories recreated empty, index
+  // rebuilt). Returns every problem found.
+  virtual Result<std::vector<Problem>> Check(bool repair) = 0;
+
+  // The directory of a snapshot's filesystem (for tests and the lazy loaders).
+  virtual Result<std::string> FsPath(const std::string& key) = 0;
+};
+
+}  // namespace strata::snapshotter

@@ -1,0 +1,215 @@
+#include "snapshotter/service.h"
+
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
+#include "strata/admin/v1/admin.grpc.pb.h"
+
+namespace strata::snapshotter {
+namespace {
+
+namespace pb = ::containerd::services::snapshots::v1;
+
+constexpr size_t kListBatchCount = 100;
+constexpr size_t kListBatchBytes = 1 << 20;
+
+void ToProto(const Mount& m, ::containerd::types::Mount* out) {
+  out->set_type(m.type);
+  out->set_source(m.source);
+  out->set_target(m.target);
+  for (const auto& o : m.options) out->add_options(o);
+}
+
+template <typename Response>
+void MountsToProto(const std::vector<Mount>& mounts, Response* response) {
+  for (const auto& m : mounts) ToProto(m, response->add_mounts());
+}
+
+void NanosToTimestamp(int64_t nanos, google::protobuf::Timestamp* ts) {
+  ts->set_seconds(nanos / 1000000000LL);
+  ts->set_nanos(static_cast<int32_t>(nanos % 1000000000LL));
+}
+
+int64_t TimestampToNanos(const google::protobuf::Timestamp& ts) {
+  return ts.seconds() * 1000000000LL + ts.nanos();
+}
+
+void InfoToProto(const Info& info, pb::Info* out) {
+  out->set_name(info.name);
+  out->set_parent(info.parent);
+  out->set_kind(static_cast<pb::Kind>(static_cast<int>(info.kind)));
+  NanosToTimestamp(info.created_unix_nanos, out->mutable_created_at());
+  NanosToTimestamp(info.updated_unix_nanos, out->mutable_updated_at());
+  for (const auto& [k, v] : info.labels) (*out->mutable_labels())[k] = v;
+}
+
+Info InfoFromProto(const pb::Info& in) {
+  Info info;
+  info.name = in.name();
+  info.parent = in.parent();
+  info.kind = static_cast<Kind>(static_cast<int>(in.kind()));
+  info.labels.insert(in.labels().begin(), in.labels().end());
+  info.created_unix_nanos = TimestampToNanos(in.created_at());
+  info.updated_unix_nanos = TimestampToNanos(in.updated_at());
+  return info;
+}
+
+template <typename Map>
+Labels LabelsFromProto(const Map& map) {
+  return Labels(map.begin(), map.end());
+}
+
+class SnapshotsService final : public pb::Snapshots::Service {
+ public:
+  explicit SnapshotsService(Snapshotter* s) : s_(s) {}
+
+  grpc::Status Prepare(grpc::ServerContext*, const pb::PrepareSnapshotRequest* req,
+                       pb::PrepareSnapshotResponse* resp) override {
+    auto mounts = s_->Prepare(req->key(), req->parent(), LabelsFromProto(req->labels()));
+    if (!mounts.ok()) return ToGrpc(mounts.status());
+    MountsToProto(*mounts, resp);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status View(grpc::ServerContext*, const pb::ViewSnapshotRequest* req,
+                    pb::ViewSnapshotResponse* resp) override {
+    auto mounts = s_->View(req->key(), req->parent(), LabelsFromProto(req->labels()));
+    if (!mounts.ok()) return ToGrpc(mounts.status());
+    MountsToProto(*mounts, resp);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Mounts(grpc::ServerContext*, const pb::MountsRequest* req,
+                      pb::MountsResponse* resp) override {
+    auto mounts = s_->Mounts(req->key());
+    if (!mounts.ok()) return ToGrpc(mounts.status());
+    MountsToProto(*mounts, resp);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Commit(grpc::ServerContext*, const pb::CommitSnapshotRequest* req,
+                      google::protobuf::Empty*) override {
+    return ToGrpc(
+        s_->Commit(req->name(), req->key(), LabelsFromProto(req->labels()), req->parent()));
+  }
+
+  grpc::Status Remove(grpc::ServerContext*, const pb::RemoveSnapshotRequest* req,
+                      google::protobuf::Empty*) override {
+    return ToGrpc(s_->Remove(req->key()));
+  }
+
+  grpc::Status Stat(grpc::ServerContext*, const pb::StatSnapshotRequest* req,
+                    pb::StatSnapshotResponse* resp) override {
+    auto info = s_->Stat(req->key());
+    if (!info.ok()) return ToGrpc(info.status());
+    InfoToProto(*info, resp->mutable_info());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Update(grpc::ServerContext*, const pb::UpdateSnapshotRequest* req,
+                      pb::UpdateSnapshotResponse* resp) override {
+    std::vector<std::string> paths(req->update_mask().paths().begin(),
+                                   req->update_mask().paths().end());
+    auto info = s_->Update(InfoFromProto(req->info()), paths);
+    if (!info.ok()) return ToGrpc(info.status());
+    InfoToProto(*info, resp->mutable_info());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status List(grpc::ServerContext* ctx, const pb::ListSnapshotsRequest* req,
+                    grpc::ServerWriter<pb::ListSnapshotsResponse>* writer) override {
+    std::vector<std::string> filters(req->filters().begin(), req->filters().end());
+    pb::ListSnapshotsResponse batch;
+    size_t batch_bytes = 0;
+    auto flush = [&]() -> Status {
+      if (batch.info_size() == 0) return Status::Ok();
+      if (!writer->Write(batch)) return Status(Code::kCancelled, "list stream closed by client");
+      batch.Clear();
+      batch_bytes = 0;
+      return Status::Ok();
+    };
+    Status st = s_->Walk(
+        [&](const Info& info) -> Status {
+          if (ctx->IsCancelled()) return Status(Code::kCancelled, "list cancelled");
+          pb::Info* out = batch.add_info();
+          InfoToProto(info, out);
+          batch_bytes += out->ByteSizeLong();
+          if (static_cast<size_t>(batch.info_size()) >= kListBatchCount ||
+              batch_bytes >= kListBatchBytes) {
+            return flush();
+          }
+          return Status::Ok();
+        },
+        filters);
+    if (st.ok()) st = flush();
+    return ToGrpc(st);
+  }
+
+  grpc::Status Usage(grpc::ServerContext*, const pb::UsageRequest* req,
+                     pb::UsageResponse* resp) override {
+    auto usage = s_->GetUsage(req->key());
+    if (!usage.ok()) return ToGrpc(usage.status());
+    resp->set_size(usage->size_bytes);
+    resp->set_inodes(usage->inodes);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Cleanup(grpc::ServerContext*, const pb::CleanupRequest*,
+                       google::protobuf::Empty*) override {
+    return ToGrpc(s_->Cleanup());
+  }
+
+ private:
+  Snapshotter* s_;
+};
+
+class AdminService final : public ::strata::admin::v1::Admin::Service {
+ public:
+  AdminService(Overlay* overlay, AdminInfo info) : overlay_(overlay), info_(std::move(info)) {}
+
+  grpc::Status Check(grpc::ServerContext*, const ::strata::admin::v1::CheckRequest* req,
+                     ::strata::admin::v1::CheckResponse* resp) override {
+    auto problems = overlay_->Check(req->repair());
+    if (!problems.ok()) return ToGrpc(problems.status());
+    for (const auto& p : *problems) {
+      auto* out = resp->add_problems();
+      out->set_kind(p.kind);
+      out->set_detail(p.detail);
+      out->set_repaired(p.repaired);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Version(grpc::ServerContext*, const ::strata::admin::v1::VersionRequest*,
+                       ::strata::admin::v1::VersionResponse* resp) override {
+    resp->set_version(info_.version);
+    resp->set_root(info_.root);
+    resp->set_schema_version(info_.schema_version);
+    resp->set_pid(::getpid());
+    return grpc::Status::OK;
+  }
+
+ private:
+  Overlay* overlay_;
+  AdminInfo info_;
+};
+
+}  // namespace
+
+grpc::Status ToGrpc(const Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(status.code())),
+                      status.message());
+}
+
+std::unique_ptr<grpc::Service> NewSnapshotsService(Snapshotter* snapshotter) {
+  return std::make_unique<SnapshotsService>(snapshotter);
+}
+
+std::unique_ptr<grpc::Service> NewAdminService(Overlay* overlay, AdminInfo info) {
+  return std::make_unique<AdminService>(overlay, std::move(info));
+}
+
+}  // namespace strata::snapshotter

@@ -1,0 +1,35 @@
+// gRPC services of the snapshot service:
+//  - containerd.services.snapshots.v1.Snapshots, wire-compatible with containerd 1.6
+//    and 2.x, so containerd can load stratad as a proxy snapshotter;
+//  - strata.admin.v1.Admin (check/repair, version).
+// Errors keep their class across the hop: Status codes equal gRPC codes, which is what
+// containerd's errdefs expects.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/service_type.h>
+
+#include <memory>
+#include <string>
+
+#include "snapshotter/overlay.h"
+
+namespace strata::snapshotter {
+
+grpc::Status ToGrpc(const Status& status);
+
+// Builds the containerd Snapshots service on `snapshotter` (not owned). Requests for
+// any snapshotter name are served: containerd sends the proxy plugin's configured
+// name, which is the operator's choice.
+std::unique_ptr<grpc::Service> NewSnapshotsService(Snapshotter* snapshotter);
+
+struct AdminInfo {
+  std::string version;
+  std::string root;
+  uint32_t schema_version = 0;
+};
+
+// Builds strata's Admin service on `overlay` (not owned).
+std::unique_ptr<grpc::Service> NewAdminService(Overlay* overlay, AdminInfo info);
+
+}  // namespace strata::snapshotter
