@@ -1,6 +1,7 @@
 #include "snapshotter/overlay.h"
 
 #include <dirent.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,11 +15,10 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include <spdlog/spdlog.h>
-
 #include "core/clock.h"
 #include "core/filters.h"
 #include "core/fs.h"
+#include "core/quote.h"
 
 namespace strata::snapshotter {
 namespace {
@@ -66,9 +66,7 @@ class InfoAdaptor : public filters::Adaptor {
   const Info& info_;
 };
 
-bool OverlayIndexParameterExists() {
-  return fs::Exists("/sys/module/overlay/parameters/index");
-}
+bool OverlayIndexParameterExists() { return fs::Exists("/sys/module/overlay/parameters/index"); }
 
 // True inside a user namespace that does not map the whole id range (as runc's
 // RunningInUserNS): overlayfs then needs "userxattr".
@@ -154,8 +152,8 @@ class OverlayImpl : public Overlay {
               updated.labels[label] = value->second;
             }
           } else {
-            return Status::InvalidArgument("cannot update \"" + path + "\" field on snapshot \"" +
-                                           info.name + "\"");
+            return Status::InvalidArgument("cannot update " + Quote(path) + " field on snapshot " +
+                                           Quote(info.name));
           }
         }
       }
@@ -212,8 +210,8 @@ class OverlayImpl : public Overlay {
       auto it = by_key_.find(key);
       if (it == by_key_.end()) return NotFoundError(key);
       if (it->second.record.kind == SnapshotKind::kCommitted) {
-        return Status::FailedPrecondition("requested snapshot \"" + key +
-                                          "\" not active or view");
+        return Status::FailedPrecondition("requested snapshot " + Quote(key) +
+                                          " not active or view");
       }
       mounts = MountsLocked(it->second.record);
     }
@@ -243,7 +241,7 @@ class OverlayImpl : public Overlay {
       auto it = by_key_.find(key);
       if (it == by_key_.end()) return NotFoundError(key);
       if (it->second.record.kind != SnapshotKind::kActive) {
-        return Status::FailedPrecondition("snapshot \"" + key + "\" is not active");
+        return Status::FailedPrecondition("snapshot " + Quote(key) + " is not active");
       }
       id = it->second.record.id;
     }
@@ -254,23 +252,23 @@ class OverlayImpl : public Overlay {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
       if (by_key_.count(name) != 0) {
-        return Status::AlreadyExists("committed snapshot \"" + name + "\": already exists");
+        return Status::AlreadyExists("committed snapshot " + Quote(name) + ": already exists");
       }
       auto it = by_key_.find(key);
       if (it == by_key_.end()) return NotFoundError(key);
       if (it->second.record.kind != SnapshotKind::kActive || it->second.record.id != id) {
-        return Status::FailedPrecondition("snapshot \"" + key + "\" is not active");
+        return Status::FailedPrecondition("snapshot " + Quote(key) + " is not active");
       }
       SnapshotRecord committed = it->second.record;
       if (!parent.empty() && parent != committed.parent) {
         if (!committed.parent.empty()) {
-          return Status::InvalidArgument("cannot change parent of active snapshot \"" + key +
-                                         "\" on commit");
+          return Status::InvalidArgument("cannot change parent of active snapshot " + Quote(key) +
+                                         " on commit");
         }
         auto p = by_key_.find(parent);
         if (p == by_key_.end()) return NotFoundError(parent);
         if (p->second.record.kind != SnapshotKind::kCommitted) {
-          return Status::InvalidArgument("parent \"" + parent + "\" is not committed snapshot");
+          return Status::InvalidArgument("parent " + Quote(parent) + " is not committed snapshot");
         }
         committed.parent = parent;  // rebase (containerd 2.2 parallel unpack)
       }
@@ -311,8 +309,8 @@ class OverlayImpl : public Overlay {
       auto it = by_key_.find(key);
       if (it == by_key_.end()) return NotFoundError(key);
       if (it->second.children > 0) {
-        return Status::FailedPrecondition("cannot remove snapshot with child: \"" + key +
-                                          "\" has " + std::to_string(it->second.children) +
+        return Status::FailedPrecondition("cannot remove snapshot with child: " + Quote(key) +
+                                          " has " + std::to_string(it->second.children) +
                                           " children");
       }
       metadata::Batch batch;
@@ -346,7 +344,8 @@ class OverlayImpl : public Overlay {
       matched.reserve(by_key_.size());
       for (const auto& [key, e] : by_key_) {
         Info info = ToInfo(e.record);
-        if (filter.MatchesAll() || filter.Match(InfoAdaptor(info))) matched.push_back(std::move(info));
+        if (filter.MatchesAll() || filter.Match(InfoAdaptor(info)))
+          matched.push_back(std::move(info));
       }
     }
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
@@ -405,16 +404,16 @@ class OverlayImpl : public Overlay {
       const SnapshotRecord& r = e.record;
       auto [dup, inserted] = ids.emplace(r.id, key);
       if (!inserted) {
-        problems.push_back({"duplicate-id", "snapshots \"" + key + "\" and \"" + dup->second +
-                                                "\" share id " + std::to_string(r.id)});
+        problems.push_back({"duplicate-id", "snapshots " + Quote(key) + " and " +
+                                                Quote(dup->second) + " share id " +
+                                                std::to_string(r.id)});
       }
       std::vector<std::string> dirs = {UpperPath(r.id)};
       if (r.kind == SnapshotKind::kActive) dirs.push_back(WorkPath(r.id));
       for (const auto& dir : dirs) {
         if (fs::Exists(dir)) continue;
-        Problem p{"missing-directory", dir + " of snapshot \"" + key + "\" (" +
-                                           std::string(KindName(ToKind(r.kind))) +
-                                           ") is missing"};
+        Problem p{"missing-directory", dir + " of snapshot " + Quote(key) + " (" +
+                                           std::string(KindName(ToKind(r.kind))) + ") is missing"};
         if (repair) {
           p.repaired = fs::MakeDirs(SnapshotDir(r.id), 0700).ok() &&
                        fs::MakeDirs(dir, dir == UpperPath(r.id) ? 0755 : 0711).ok();
@@ -424,16 +423,17 @@ class OverlayImpl : public Overlay {
       if (!r.parent.empty()) {
         auto p = by_key_.find(r.parent);
         if (p == by_key_.end()) {
-          problems.push_back({"missing-parent", "snapshot \"" + key + "\" has unknown parent \"" +
-                                                    r.parent + "\""});
+          problems.push_back({"missing-parent",
+                              "snapshot " + Quote(key) + " has unknown parent " + Quote(r.parent)});
         } else if (p->second.record.kind != SnapshotKind::kCommitted) {
-          problems.push_back({"parent-not-committed", "snapshot \"" + key + "\" has parent \"" +
-                                                          r.parent + "\" that is not committed"});
+          problems.push_back({"parent-not-committed", "snapshot " + Quote(key) + " has parent " +
+                                                          Quote(r.parent) +
+                                                          " that is not committed"});
         }
       }
       if (r.id >= next_id_) {
-        problems.push_back({"id-counter", "snapshot id " + std::to_string(r.id) +
-                                              " is not below the id counter"});
+        problems.push_back(
+            {"id-counter", "snapshot id " + std::to_string(r.id) + " is not below the id counter"});
       }
     }
     // 3. The persisted children index must equal the parent pointers.
@@ -447,15 +447,17 @@ class OverlayImpl : public Overlay {
     bool need_fix = false;
     for (const auto& pc : stored) {
       if (expected.count(pc) != 0) continue;
-      problems.push_back({"children-index", "stale index entry \"" + pc.first + "\" -> \"" +
-                                                pc.second + "\"", repair});
+      problems.push_back({"children-index",
+                          "stale index entry " + Quote(pc.first) + " -> " + Quote(pc.second),
+                          repair});
       fix.RemoveChild(pc.first, pc.second);
       need_fix = true;
     }
     for (const auto& pc : expected) {
       if (stored.count(pc) != 0) continue;
-      problems.push_back({"children-index", "missing index entry \"" + pc.first + "\" -> \"" +
-                                                pc.second + "\"", repair});
+      problems.push_back({"children-index",
+                          "missing index entry " + Quote(pc.first) + " -> " + Quote(pc.second),
+                          repair});
       fix.AddChild(pc.first, pc.second);
       need_fix = true;
     }
@@ -477,7 +479,7 @@ class OverlayImpl : public Overlay {
   };
 
   static Status NotFoundError(const std::string& key) {
-    return Status::NotFound("snapshot \"" + key + "\" does not exist");
+    return Status::NotFound("snapshot " + Quote(key) + " does not exist");
   }
 
   Status CheckOpen() const {
@@ -499,16 +501,16 @@ class OverlayImpl : public Overlay {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
       if (by_key_.count(key) != 0) {
-        return Status::AlreadyExists("snapshot \"" + key + "\": already exists");
+        return Status::AlreadyExists("snapshot " + Quote(key) + ": already exists");
       }
       const SnapshotRecord* parent_record = nullptr;
       if (!parent.empty()) {
         auto p = by_key_.find(parent);
         if (p == by_key_.end()) {
-          return Status::NotFound("parent snapshot \"" + parent + "\" does not exist");
+          return Status::NotFound("parent snapshot " + Quote(parent) + " does not exist");
         }
         if (p->second.record.kind != SnapshotKind::kCommitted) {
-          return Status::InvalidArgument("parent \"" + parent + "\" is not committed snapshot");
+          return Status::InvalidArgument("parent " + Quote(parent) + " is not committed snapshot");
         }
         parent_record = &p->second.record;
       }
@@ -529,7 +531,7 @@ class OverlayImpl : public Overlay {
       Status s = MakeSnapshotDirs(r.id, kind, parent_record);
       if (!s.ok()) {
         fs::RemoveAll(SnapshotDir(r.id)).ok();
-        return s.WithContext("failed to create snapshot \"" + key + "\"");
+        return s.WithContext("failed to create snapshot " + Quote(key));
       }
       metadata::Batch batch;
       batch.PutSnapshot(r);
@@ -579,8 +581,8 @@ class OverlayImpl : public Overlay {
       p = it->second.record.parent;
     }
     if (parent_ids.empty()) {
-      return {Mount{"bind", UpperPath(r.id), "",
-                    {r.kind == SnapshotKind::kView ? "ro" : "rw", "rbind"}}};
+      return {Mount{
+          "bind", UpperPath(r.id), "", {r.kind == SnapshotKind::kView ? "ro" : "rw", "rbind"}}};
     }
     if (r.kind == SnapshotKind::kView && parent_ids.size() == 1) {
       return {Mount{"bind", UpperPath(parent_ids[0]), "", {"ro", "rbind"}}};
@@ -634,12 +636,14 @@ class OverlayImpl : public Overlay {
     for (;;) {
       remove_cv_.wait(lock, [this] { return stop_remover_ || !remove_queue_.empty(); });
       if (stop_remover_) return;
+      // The id stays queued until its directory is gone, so that Check does not
+      // report a directory being deleted as an orphan. Only this thread pops.
       uint64_t id = remove_queue_.front();
-      remove_queue_.pop_front();
       lock.unlock();
       Status s = fs::RemoveAll(SnapshotDir(id));
       if (!s.ok()) spdlog::warn("background removal of {}: {}", SnapshotDir(id), s.ToString());
       lock.lock();
+      remove_queue_.pop_front();
     }
   }
 

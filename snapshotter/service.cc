@@ -200,8 +200,17 @@ class AdminService final : public ::strata::admin::v1::Admin::Service {
 
 grpc::Status ToGrpc(const Status& status) {
   if (status.ok()) return grpc::Status::OK;
+  // The message travels in a gRPC trailer, which clients cap (8 KiB by default): a
+  // message quoting a huge key would reach the client as RESOURCE_EXHAUSTED and lose
+  // its class. Long messages are cut.
+  constexpr size_t kMaxMessageBytes = 1024;
+  std::string message = status.message();
+  if (message.size() > kMaxMessageBytes) {
+    message.resize(kMaxMessageBytes);
+    message += "... (truncated)";
+  }
   return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(status.code())),
-                      status.message());
+                      std::move(message));
 }
 
 std::unique_ptr<grpc::Service> NewSnapshotsService(Snapshotter* snapshotter) {

@@ -1,5 +1,7 @@
 #include "snapshotter/snapshotter.h"
 
+#include "core/quote.h"
+
 namespace strata::snapshotter {
 
 std::string_view KindName(Kind kind) {
@@ -18,7 +20,7 @@ Status ValidateLabels(const Labels& labels) {
       return Status::InvalidArgument(
           "label key and value length (" + std::to_string(k.size() + v.size()) +
           " bytes) greater than maximum size (" + std::to_string(kMaxLabelSize) +
-          " bytes), key: " + k.substr(0, 64));
+          " bytes), key: " + Quote(k, 64));
     }
   }
   return Status::Ok();
