@@ -11,7 +11,7 @@ PACKAGES=(
   librocksdb-dev libtomlplusplus-dev libcli11-dev libspdlog-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # real components used by the tests and the benchmarks
-  containerd runc busybox-static
+  containerd runc busybox-static jq
 )
 
 missing=()
