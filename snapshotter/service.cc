@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
+#include "core/quote.h"
 #include "strata/admin/v1/admin.grpc.pb.h"
 
 namespace strata::snapshotter {
@@ -61,12 +62,26 @@ Labels LabelsFromProto(const Map& map) {
   return Labels(map.begin(), map.end());
 }
 
+// Logs a request at debug level: method, snapshotter name, key, parent, label keys.
+template <typename Request>
+void LogRequest(const char* method, const Request& req, const std::string& key,
+                const std::string& parent = "") {
+  if (!spdlog::should_log(spdlog::level::debug)) return;
+  std::string labels;
+  if constexpr (requires { req.labels(); }) {
+    for (const auto& [k, v] : req.labels()) labels += (labels.empty() ? "" : ",") + k;
+  }
+  spdlog::debug("{} snapshotter={} key={} parent={} labels=[{}]", method, req.snapshotter(),
+                Quote(key), Quote(parent), labels);
+}
+
 class SnapshotsService final : public pb::Snapshots::Service {
  public:
   explicit SnapshotsService(Snapshotter* s) : s_(s) {}
 
   grpc::Status Prepare(grpc::ServerContext*, const pb::PrepareSnapshotRequest* req,
                        pb::PrepareSnapshotResponse* resp) override {
+    LogRequest("Prepare", *req, req->key(), req->parent());
     auto mounts = s_->Prepare(req->key(), req->parent(), LabelsFromProto(req->labels()));
     if (!mounts.ok()) return ToGrpc(mounts.status());
     MountsToProto(*mounts, resp);
@@ -75,6 +90,7 @@ class SnapshotsService final : public pb::Snapshots::Service {
 
   grpc::Status View(grpc::ServerContext*, const pb::ViewSnapshotRequest* req,
                     pb::ViewSnapshotResponse* resp) override {
+    LogRequest("View", *req, req->key(), req->parent());
     auto mounts = s_->View(req->key(), req->parent(), LabelsFromProto(req->labels()));
     if (!mounts.ok()) return ToGrpc(mounts.status());
     MountsToProto(*mounts, resp);
@@ -83,6 +99,7 @@ class SnapshotsService final : public pb::Snapshots::Service {
 
   grpc::Status Mounts(grpc::ServerContext*, const pb::MountsRequest* req,
                       pb::MountsResponse* resp) override {
+    LogRequest("Mounts", *req, req->key());
     auto mounts = s_->Mounts(req->key());
     if (!mounts.ok()) return ToGrpc(mounts.status());
     MountsToProto(*mounts, resp);
@@ -91,17 +108,20 @@ class SnapshotsService final : public pb::Snapshots::Service {
 
   grpc::Status Commit(grpc::ServerContext*, const pb::CommitSnapshotRequest* req,
                       google::protobuf::Empty*) override {
+    LogRequest("Commit", *req, req->key(), req->name());
     return ToGrpc(
         s_->Commit(req->name(), req->key(), LabelsFromProto(req->labels()), req->parent()));
   }
 
   grpc::Status Remove(grpc::ServerContext*, const pb::RemoveSnapshotRequest* req,
                       google::protobuf::Empty*) override {
+    LogRequest("Remove", *req, req->key());
     return ToGrpc(s_->Remove(req->key()));
   }
 
   grpc::Status Stat(grpc::ServerContext*, const pb::StatSnapshotRequest* req,
                     pb::StatSnapshotResponse* resp) override {
+    LogRequest("Stat", *req, req->key());
     auto info = s_->Stat(req->key());
     if (!info.ok()) return ToGrpc(info.status());
     InfoToProto(*info, resp->mutable_info());
@@ -121,6 +141,7 @@ class SnapshotsService final : public pb::Snapshots::Service {
   grpc::Status List(grpc::ServerContext* ctx, const pb::ListSnapshotsRequest* req,
                     grpc::ServerWriter<pb::ListSnapshotsResponse>* writer) override {
     std::vector<std::string> filters(req->filters().begin(), req->filters().end());
+    LogRequest("List", *req, "");
     pb::ListSnapshotsResponse batch;
     size_t batch_bytes = 0;
     auto flush = [&]() -> Status {
@@ -149,6 +170,7 @@ class SnapshotsService final : public pb::Snapshots::Service {
 
   grpc::Status Usage(grpc::ServerContext*, const pb::UsageRequest* req,
                      pb::UsageResponse* resp) override {
+    LogRequest("Usage", *req, req->key());
     auto usage = s_->GetUsage(req->key());
     if (!usage.ok()) return ToGrpc(usage.status());
     resp->set_size(usage->size_bytes);
@@ -156,8 +178,9 @@ class SnapshotsService final : public pb::Snapshots::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Cleanup(grpc::ServerContext*, const pb::CleanupRequest*,
+  grpc::Status Cleanup(grpc::ServerContext*, const pb::CleanupRequest* req,
                        google::protobuf::Empty*) override {
+    LogRequest("Cleanup", *req, "");
     return ToGrpc(s_->Cleanup());
   }
 
