@@ -101,7 +101,10 @@ Status RemoveAll(const std::string& path) {
     return Status::Ok();
   }
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  if (fd < 0) {
+    if (errno == ENOENT) return Status::Ok();  // removed concurrently: done all the same
+    return Status::FromErrno(errno, "open " + path);
+  }
   RETURN_IF_ERROR(RemoveContents(fd, path));
   if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno(errno, "rmdir " + path);
   return Status::Ok();

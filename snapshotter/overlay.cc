@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <fstream>
 #include <mutex>
@@ -321,6 +322,8 @@ class OverlayImpl : public Overlay {
       id = it->second.record.id;
       if (!parent.empty()) by_key_.find(parent)->second.children--;
       by_key_.erase(it);
+      std::lock_guard<std::mutex> removal_lock(remove_mu_);
+      removed_ids_.insert(id);  // its directory is now expected to go, not an orphan
     }
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
     // Only now that the removal is durable may the directory go.
@@ -361,6 +364,13 @@ class OverlayImpl : public Overlay {
       if (!s.ok()) {
         spdlog::warn("cleanup: cannot remove {}/{}: {}", snapshots_dir_, name, s.ToString());
         result = s;
+        continue;
+      }
+      char* end = nullptr;
+      uint64_t id = std::strtoull(name.c_str(), &end, 10);
+      if (end != nullptr && *end == '\0') {
+        std::lock_guard<std::mutex> lock(remove_mu_);
+        removed_ids_.erase(id);
       }
     }
     return result;
@@ -385,13 +395,14 @@ class OverlayImpl : public Overlay {
     std::vector<Problem> problems;
     // 1. Orphan directories.
     ASSIGN_OR_RETURN(auto orphans, FindOrphans());
-    std::unordered_set<std::string> queued;
+    std::unordered_set<std::string> removed;
     {
       std::lock_guard<std::mutex> lock(remove_mu_);
-      for (uint64_t id : remove_queue_) queued.insert(std::to_string(id));
+      for (uint64_t id : removed_ids_) removed.insert(std::to_string(id));
     }
     for (const auto& name : orphans) {
-      if (queued.count(name) != 0) continue;  // removed; its directory is on its way out
+      // Directories of removed snapshots are awaiting the remover or Cleanup.
+      if (removed.count(name) != 0) continue;
       Problem p{"orphan-directory", snapshots_dir_ + "/" + name + " belongs to no snapshot"};
       if (repair) p.repaired = fs::RemoveAll(snapshots_dir_ + "/" + name).ok();
       problems.push_back(std::move(p));
@@ -644,6 +655,7 @@ class OverlayImpl : public Overlay {
       if (!s.ok()) spdlog::warn("background removal of {}: {}", SnapshotDir(id), s.ToString());
       lock.lock();
       remove_queue_.pop_front();
+      if (s.ok()) removed_ids_.erase(id);
     }
   }
 
@@ -662,6 +674,7 @@ class OverlayImpl : public Overlay {
   std::mutex remove_mu_;
   std::condition_variable remove_cv_;
   std::deque<uint64_t> remove_queue_;
+  std::unordered_set<uint64_t> removed_ids_;  // records gone, directories not yet
   bool stop_remover_ = false;
   std::thread remover_;
 };

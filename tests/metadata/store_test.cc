@@ -1,0 +1,455 @@
+// Specification of metadata::Store: records round-trip, the children index, the
+// schema version check, corruption handling and group commit.
+#include "metadata/store.h"
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace strata::metadata {
+namespace {
+
+std::string BigEndian64(uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; i--) {
+    out[static_cast<size_t>(i)] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return out;
+}
+
+SnapshotRecord Record(const std::string& key, uint64_t id,
+                      SnapshotKind kind = SnapshotKind::kActive, const std::string& parent = "") {
+  SnapshotRecord r;
+  r.key = key;
+  r.id = id;
+  r.kind = kind;
+  r.parent = parent;
+  r.created_unix_nanos = 1000 + static_cast<int64_t>(id);
+  r.updated_unix_nanos = 2000 + static_cast<int64_t>(id);
+  return r;
+}
+
+void ExpectSameRecord(const SnapshotRecord& a, const SnapshotRecord& b) {
+  EXPECT_EQ(a.key, b.key);
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.kind, b.kind);
+  EXPECT_EQ(a.parent, b.parent);
+  EXPECT_EQ(a.labels, b.labels);
+  EXPECT_EQ(a.created_unix_nanos, b.created_unix_nanos);
+  EXPECT_EQ(a.updated_unix_nanos, b.updated_unix_nanos);
+  EXPECT_EQ(a.usage_size_bytes, b.usage_size_bytes);
+  EXPECT_EQ(a.usage_inodes, b.usage_inodes);
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/strata-store-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/metadata";
+  }
+  void TearDown() override {
+    std::string cmd = "rm -rf '" + dir_ + "'";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+  }
+
+  std::unique_ptr<Store> OpenStore() {
+    auto store = Store::Open(path_);
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    if (!store.ok()) return nullptr;
+    return std::move(store).value();
+  }
+
+  // Opens the database with RocksDB directly (every column family) and runs `fn`.
+  void WithRawDb(const std::function<void(rocksdb::DB*, const std::vector<std::string>&,
+                                          const std::vector<rocksdb::ColumnFamilyHandle*>&)>& fn) {
+    rocksdb::DBOptions options;
+    std::vector<std::string> families;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(options, path_, &families).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    for (const auto& f : families) descriptors.emplace_back(f, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    rocksdb::Status s = rocksdb::DB::Open(options, path_, descriptors, &handles, &db);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    fn(db, families, handles);
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(db->Close().ok());
+    delete db;
+  }
+
+  rocksdb::ColumnFamilyHandle* Family(const std::vector<std::string>& families,
+                                      const std::vector<rocksdb::ColumnFamilyHandle*>& handles,
+                                      const std::string& name) {
+    auto it = std::find(families.begin(), families.end(), name);
+    EXPECT_NE(it, families.end()) << "no column family " << name;
+    return handles[static_cast<size_t>(it - families.begin())];
+  }
+
+  std::vector<std::string> FilesStartingWith(const std::string& prefix) {
+    std::vector<std::string> out;
+    DIR* d = ::opendir(path_.c_str());
+    if (d == nullptr) return out;
+    while (struct dirent* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n.rfind(prefix, 0) == 0) out.push_back(path_ + "/" + n);
+    }
+    ::closedir(d);
+    return out;
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+TEST_F(StoreTest, OpenCreatesStoreWithCurrentSchemaVersion) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->schema_version(), kSchemaVersion);
+  EXPECT_EQ(store->path(), path_);
+  EXPECT_TRUE(store->LoadSnapshots()->empty());
+  EXPECT_TRUE(store->LoadChildren()->empty());
+}
+
+TEST_F(StoreTest, NewStoreHasNextSnapshotIdOne) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*store->NextSnapshotId(), 1u);
+}
+
+TEST_F(StoreTest, RecordsRoundTripAcrossReopen) {
+  SnapshotRecord committed = Record("ns/1/sha256:abc", 7, SnapshotKind::kCommitted);
+  committed.labels = {{"containerd.io/gc.root", "2024"}, {"l", "v"}};
+  committed.usage_size_bytes = 123456;
+  committed.usage_inodes = 42;
+  SnapshotRecord active = Record("ns/2/active", 8, SnapshotKind::kActive, committed.key);
+  SnapshotRecord view = Record("ns/3/view", 9, SnapshotKind::kView, committed.key);
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    Batch b;
+    b.PutSnapshot(committed);
+    b.PutSnapshot(active);
+    b.PutSnapshot(view);
+    b.SetNextSnapshotId(10);
+    ASSERT_TRUE(store->Commit(b).ok());
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto records = store->LoadSnapshots();
+  ASSERT_TRUE(records.ok());
+  ASSERT_EQ(records->size(), 3u);
+  std::map<std::string, SnapshotRecord> by_key;
+  for (auto& r : *records) by_key[r.key] = r;
+  ExpectSameRecord(by_key[committed.key], committed);
+  ExpectSameRecord(by_key[active.key], active);
+  ExpectSameRecord(by_key[view.key], view);
+  ExpectSameRecord(*store->GetSnapshot(active.key), active);
+  EXPECT_EQ(*store->NextSnapshotId(), 10u);
+}
+
+TEST_F(StoreTest, KeysAndLabelsWithNulBytesRoundTripExactly) {
+  SnapshotRecord r = Record(std::string("a\0b", 3), 1, SnapshotKind::kCommitted);
+  r.labels[std::string("k\0x", 3)] = std::string("v\0y\0", 4);
+  SnapshotRecord plain = Record("a", 2, SnapshotKind::kCommitted);
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    Batch b;
+    b.PutSnapshot(r);
+    b.PutSnapshot(plain);
+    ASSERT_TRUE(store->Commit(b).ok());
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto got = store->GetSnapshot(r.key);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ExpectSameRecord(*got, r);
+  ExpectSameRecord(*store->GetSnapshot("a"), plain);
+  EXPECT_EQ(store->LoadSnapshots()->size(), 2u);
+}
+
+TEST_F(StoreTest, GetUnknownSnapshotIsNotFound) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->GetSnapshot("missing").status().IsNotFound());
+}
+
+TEST_F(StoreTest, DeleteSnapshotRemovesRecord) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Batch put;
+  put.PutSnapshot(Record("k", 1));
+  ASSERT_TRUE(store->Commit(put).ok());
+  Batch del;
+  del.DeleteSnapshot("k");
+  ASSERT_TRUE(store->Commit(del).ok());
+  EXPECT_TRUE(store->GetSnapshot("k").status().IsNotFound());
+  EXPECT_TRUE(store->LoadSnapshots()->empty());
+}
+
+TEST_F(StoreTest, BatchIsAppliedAtomicallyInOrder) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Batch b;
+  b.PutSnapshot(Record("k", 1, SnapshotKind::kActive));
+  b.DeleteSnapshot("k");
+  b.PutSnapshot(Record("k", 2, SnapshotKind::kCommitted));  // commit: delete + put
+  ASSERT_TRUE(store->Commit(b).ok());
+  auto r = store->GetSnapshot("k");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->id, 2u);
+  EXPECT_EQ(r->kind, SnapshotKind::kCommitted);
+}
+
+TEST_F(StoreTest, ChildrenIndexTracksAddAndRemove) {
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    Batch b;
+    b.AddChild("p", "c1");
+    b.AddChild("p", "c2");
+    b.AddChild("q", "c3");
+    ASSERT_TRUE(store->Commit(b).ok());
+    Batch r;
+    r.RemoveChild("p", "c1");
+    ASSERT_TRUE(store->Commit(r).ok());
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto children = store->LoadChildren();
+  ASSERT_TRUE(children.ok());
+  std::set<std::pair<std::string, std::string>> got(children->begin(), children->end());
+  std::set<std::pair<std::string, std::string>> want = {{"p", "c2"}, {"q", "c3"}};
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(StoreTest, ChildrenIndexKeepsAmbiguousSplitsApart) {
+  // ("a", "bc") and ("ab", "c") concatenate to the same bytes; NUL bytes too.
+  EXPECT_NE(ChildIndexKey("a", "bc"), ChildIndexKey("ab", "c"));
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Batch b;
+  b.AddChild("a", "bc");
+  b.AddChild("ab", "c");
+  b.AddChild(std::string("x\0", 2), std::string("\0y", 2));
+  ASSERT_TRUE(store->Commit(b).ok());
+  auto children = store->LoadChildren();
+  ASSERT_TRUE(children.ok());
+  std::set<std::pair<std::string, std::string>> got(children->begin(), children->end());
+  std::set<std::pair<std::string, std::string>> want = {
+      {"a", "bc"}, {"ab", "c"}, {std::string("x\0", 2), std::string("\0y", 2)}};
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(StoreTest, NewerSchemaVersionIsFailedPreconditionNamingPath) {
+  { ASSERT_NE(OpenStore(), nullptr); }
+  WithRawDb([&](rocksdb::DB* db, const auto& families, const auto& handles) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    ASSERT_TRUE(db->Put(wo, Family(families, handles, "meta"), "schema_version",
+                        BigEndian64(kSchemaVersion + 1))
+                    .ok());
+  });
+  auto store = Store::Open(path_);
+  ASSERT_FALSE(store.ok());
+  EXPECT_TRUE(store.status().IsFailedPrecondition()) << store.status().ToString();
+  EXPECT_NE(store.status().message().find(path_), std::string::npos) << store.status().message();
+}
+
+TEST_F(StoreTest, NewerSchemaWithExtraColumnFamilyIsStillFailedPrecondition) {
+  { ASSERT_NE(OpenStore(), nullptr); }
+  WithRawDb([&](rocksdb::DB* db, const auto& families, const auto& handles) {
+    rocksdb::ColumnFamilyHandle* extra = nullptr;
+    ASSERT_TRUE(
+        db->CreateColumnFamily(rocksdb::ColumnFamilyOptions(), "future_table", &extra).ok());
+    ASSERT_TRUE(db->DestroyColumnFamilyHandle(extra).ok());
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    ASSERT_TRUE(db->Put(wo, Family(families, handles, "meta"), "schema_version",
+                        BigEndian64(kSchemaVersion + 5))
+                    .ok());
+  });
+  auto store = Store::Open(path_);
+  EXPECT_TRUE(store.status().IsFailedPrecondition()) << store.status().ToString();
+}
+
+TEST_F(StoreTest, CorruptSchemaVersionIsDataLoss) {
+  { ASSERT_NE(OpenStore(), nullptr); }
+  WithRawDb([&](rocksdb::DB* db, const auto& families, const auto& handles) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    ASSERT_TRUE(db->Put(wo, Family(families, handles, "meta"), "schema_version", "v1").ok());
+  });
+  auto store = Store::Open(path_);
+  EXPECT_EQ(store.status().code(), Code::kDataLoss) << store.status().ToString();
+  EXPECT_NE(store.status().message().find(path_), std::string::npos);
+}
+
+TEST_F(StoreTest, GarbageCurrentFileIsDataLossNamingPath) {
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    Batch b;
+    b.PutSnapshot(Record("k", 1));
+    ASSERT_TRUE(store->Commit(b).ok());
+  }
+  std::ofstream(path_ + "/CURRENT", std::ios::trunc) << "\x01\x02garbage\xff";
+  auto store = Store::Open(path_);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Code::kDataLoss) << store.status().ToString();
+  EXPECT_NE(store.status().message().find(path_), std::string::npos) << store.status().message();
+}
+
+TEST_F(StoreTest, GarbageManifestIsDataLossNamingPath) {
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    Batch b;
+    b.PutSnapshot(Record("k", 1));
+    ASSERT_TRUE(store->Commit(b).ok());
+  }
+  auto manifests = FilesStartingWith("MANIFEST-");
+  ASSERT_FALSE(manifests.empty());
+  for (const auto& m : manifests) {
+    std::ofstream(m, std::ios::trunc) << std::string(4096, '\xa5');
+  }
+  auto store = Store::Open(path_);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Code::kDataLoss) << store.status().ToString();
+  EXPECT_NE(store.status().message().find(path_), std::string::npos) << store.status().message();
+}
+
+TEST_F(StoreTest, UndecodableRecordIsDataLossNamingPathAndKey) {
+  { ASSERT_NE(OpenStore(), nullptr); }
+  WithRawDb([&](rocksdb::DB* db, const auto& families, const auto& handles) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    ASSERT_TRUE(
+        db->Put(wo, Family(families, handles, "snapshots"), "broken", "\xff\xff\xff\xff").ok());
+  });
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto records = store->LoadSnapshots();
+  ASSERT_FALSE(records.ok());
+  EXPECT_EQ(records.status().code(), Code::kDataLoss);
+  EXPECT_NE(records.status().message().find(path_), std::string::npos);
+  EXPECT_NE(records.status().message().find("broken"), std::string::npos);
+  EXPECT_EQ(store->GetSnapshot("broken").status().code(), Code::kDataLoss);
+}
+
+TEST_F(StoreTest, SecondOpenOfSameStoreIsFailedPrecondition) {
+  auto first = OpenStore();
+  ASSERT_NE(first, nullptr);
+  auto second = Store::Open(path_);
+  ASSERT_FALSE(second.ok());
+  EXPECT_TRUE(second.status().IsFailedPrecondition()) << second.status().ToString();
+  EXPECT_NE(second.status().message().find(path_), std::string::npos);
+}
+
+TEST_F(StoreTest, TicketsGrowWithEachApply) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->LastTicket(), 0u);
+  EXPECT_TRUE(store->WaitDurable(0).ok());
+  uint64_t last = 0;
+  for (int i = 0; i < 5; i++) {
+    Batch b;
+    b.PutSnapshot(Record("k" + std::to_string(i), static_cast<uint64_t>(i + 1)));
+    auto ticket = store->Apply(b);
+    ASSERT_TRUE(ticket.ok());
+    EXPECT_GT(*ticket, last);
+    EXPECT_EQ(store->LastTicket(), *ticket);
+    last = *ticket;
+  }
+  EXPECT_TRUE(store->WaitDurable(last).ok());
+}
+
+TEST_F(StoreTest, AppliedBatchIsReadableBeforeItIsDurable) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Batch b;
+  b.PutSnapshot(Record("k", 1));
+  auto ticket = store->Apply(b);
+  ASSERT_TRUE(ticket.ok());
+  EXPECT_TRUE(store->GetSnapshot("k").ok());
+  EXPECT_TRUE(store->WaitDurable(*ticket).ok());
+}
+
+TEST_F(StoreTest, GroupCommitFromManyThreadsKeepsEveryBatch) {
+  constexpr int kThreads = 16;
+  constexpr int kPerThread = 100;
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    std::vector<std::thread> threads;
+    std::vector<std::vector<uint64_t>> tickets(kThreads);
+    std::atomic<int> failures{0};
+    for (int t = 0; t < kThreads; t++) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; i++) {
+          Batch b;
+          uint64_t id = static_cast<uint64_t>(t * kPerThread + i + 1);
+          b.PutSnapshot(Record("t" + std::to_string(t) + "/" + std::to_string(i), id));
+          b.AddChild("parent-" + std::to_string(t), std::to_string(i));
+          auto ticket = store->Apply(b);
+          if (!ticket.ok() || !store->WaitDurable(*ticket).ok()) {
+            failures++;
+            continue;
+          }
+          tickets[static_cast<size_t>(t)].push_back(*ticket);
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    ASSERT_EQ(failures.load(), 0);
+    std::set<uint64_t> all;
+    for (const auto& per : tickets) {
+      EXPECT_TRUE(std::is_sorted(per.begin(), per.end()));
+      all.insert(per.begin(), per.end());
+    }
+    EXPECT_EQ(all.size(), static_cast<size_t>(kThreads * kPerThread)) << "tickets are unique";
+    EXPECT_EQ(store->LastTicket(), static_cast<uint64_t>(kThreads * kPerThread));
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->LoadSnapshots()->size(), static_cast<size_t>(kThreads * kPerThread));
+  EXPECT_EQ(store->LoadChildren()->size(), static_cast<size_t>(kThreads * kPerThread));
+}
+
+TEST_F(StoreTest, ConcurrentCommitsOfOneKeyLeaveOneOfTheWrittenValues) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; i++) {
+        Batch b;
+        b.PutSnapshot(Record("shared", static_cast<uint64_t>(t + 1)));
+        EXPECT_TRUE(store->Commit(b).ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto r = store->GetSnapshot("shared");
+  ASSERT_TRUE(r.ok());
+  EXPECT_GE(r->id, 1u);
+  EXPECT_LE(r->id, 8u);
+  EXPECT_EQ(r->created_unix_nanos, 1000 + static_cast<int64_t>(r->id));
+}
+
+}  // namespace
+}  // namespace strata::metadata
