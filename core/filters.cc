@@ -73,12 +73,25 @@ class Parser {
         out += e;
       } else {
         switch (e) {
-          case 'n': out += '\n'; break;
-          case 't': out += '\t'; break;
-          case 'r': out += '\r'; break;
-          case '\\': out += '\\'; break;
-          case '0': out += '\0'; break;
-          default: out += '\\'; out += e; break;
+          case 'n':
+            out += '\n';
+            break;
+          case 't':
+            out += '\t';
+            break;
+          case 'r':
+            out += '\r';
+            break;
+          case '\\':
+            out += '\\';
+            break;
+          case '0':
+            out += '\0';
+            break;
+          default:
+            out += '\\';
+            out += e;
+            break;
         }
       }
     }
@@ -157,9 +170,12 @@ class Parser {
 bool MatchSelector(const Filter::Selector& sel, const Adaptor& adaptor) {
   std::optional<std::string> value = adaptor.Field(sel.fieldpath);
   switch (sel.op) {
-    case Op::kPresent: return value.has_value();
-    case Op::kEqual: return value.has_value() && *value == sel.value;
-    case Op::kNotEqual: return !value.has_value() || *value != sel.value;
+    case Op::kPresent:
+      return value.has_value();
+    case Op::kEqual:
+      return value.has_value() && *value == sel.value;
+    case Op::kNotEqual:
+      return !value.has_value() || *value != sel.value;
     case Op::kMatches:
       return sel.regex.has_value() && std::regex_search(value.value_or(""), *sel.regex);
   }

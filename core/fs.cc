@@ -53,7 +53,8 @@ Status RemoveContents(int dirfd, const std::string& display) {
     bool is_dir = e->d_type == DT_DIR;
     if (e->d_type == DT_UNKNOWN) {
       struct stat st;
-      if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) is_dir = S_ISDIR(st.st_mode);
+      if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+        is_dir = S_ISDIR(st.st_mode);
     }
     entries.emplace_back(std::move(name), is_dir);
   }
@@ -69,7 +70,8 @@ Status RemoveContents(int dirfd, const std::string& display) {
       struct stat st;
       if (::fstat(child, &st) == 0 && st.st_dev != self.st_dev) {
         ::close(child);
-        result = Status::FailedPrecondition("refusing to cross mount point " + display + "/" + name);
+        result =
+            Status::FailedPrecondition("refusing to cross mount point " + display + "/" + name);
         continue;
       }
       Status s = RemoveContents(child, display + "/" + name);
@@ -97,7 +99,8 @@ Status RemoveAll(const std::string& path) {
     return Status::FromErrno(errno, "lstat " + path);
   }
   if (!S_ISDIR(st.st_mode)) {
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno(errno, "unlink " + path);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      return Status::FromErrno(errno, "unlink " + path);
     return Status::Ok();
   }
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -106,7 +109,8 @@ Status RemoveAll(const std::string& path) {
     return Status::FromErrno(errno, "open " + path);
   }
   RETURN_IF_ERROR(RemoveContents(fd, path));
-  if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno(errno, "rmdir " + path);
+  if (::rmdir(path.c_str()) != 0 && errno != ENOENT)
+    return Status::FromErrno(errno, "rmdir " + path);
   return Status::Ok();
 }
 

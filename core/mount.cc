@@ -27,11 +27,11 @@ ParsedOptions ParseOptions(const std::vector<std::string>& options) {
     bool clear;
   };
   static const FlagWord kFlags[] = {
-      {"ro", MS_RDONLY, false},       {"rw", MS_RDONLY, true},
-      {"nosuid", MS_NOSUID, false},   {"suid", MS_NOSUID, true},
-      {"nodev", MS_NODEV, false},     {"dev", MS_NODEV, true},
-      {"noexec", MS_NOEXEC, false},   {"exec", MS_NOEXEC, true},
-      {"noatime", MS_NOATIME, false}, {"relatime", MS_RELATIME, false},
+      {"ro", MS_RDONLY, false},        {"rw", MS_RDONLY, true},
+      {"nosuid", MS_NOSUID, false},    {"suid", MS_NOSUID, true},
+      {"nodev", MS_NODEV, false},      {"dev", MS_NODEV, true},
+      {"noexec", MS_NOEXEC, false},    {"exec", MS_NOEXEC, true},
+      {"noatime", MS_NOATIME, false},  {"relatime", MS_RELATIME, false},
       {"sync", MS_SYNCHRONOUS, false}, {"async", MS_SYNCHRONOUS, true},
   };
   ParsedOptions p;

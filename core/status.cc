@@ -7,22 +7,38 @@ namespace strata {
 
 std::string_view CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "ok";
-    case Code::kCancelled: return "cancelled";
-    case Code::kUnknown: return "unknown";
-    case Code::kInvalidArgument: return "invalid argument";
-    case Code::kDeadlineExceeded: return "deadline exceeded";
-    case Code::kNotFound: return "not found";
-    case Code::kAlreadyExists: return "already exists";
-    case Code::kPermissionDenied: return "permission denied";
-    case Code::kResourceExhausted: return "resource exhausted";
-    case Code::kFailedPrecondition: return "failed precondition";
-    case Code::kAborted: return "aborted";
-    case Code::kOutOfRange: return "out of range";
-    case Code::kUnimplemented: return "not implemented";
-    case Code::kInternal: return "internal";
-    case Code::kUnavailable: return "unavailable";
-    case Code::kDataLoss: return "data loss";
+    case Code::kOk:
+      return "ok";
+    case Code::kCancelled:
+      return "cancelled";
+    case Code::kUnknown:
+      return "unknown";
+    case Code::kInvalidArgument:
+      return "invalid argument";
+    case Code::kDeadlineExceeded:
+      return "deadline exceeded";
+    case Code::kNotFound:
+      return "not found";
+    case Code::kAlreadyExists:
+      return "already exists";
+    case Code::kPermissionDenied:
+      return "permission denied";
+    case Code::kResourceExhausted:
+      return "resource exhausted";
+    case Code::kFailedPrecondition:
+      return "failed precondition";
+    case Code::kAborted:
+      return "aborted";
+    case Code::kOutOfRange:
+      return "out of range";
+    case Code::kUnimplemented:
+      return "not implemented";
+    case Code::kInternal:
+      return "internal";
+    case Code::kUnavailable:
+      return "unavailable";
+    case Code::kDataLoss:
+      return "data loss";
   }
   return "unknown";
 }
@@ -30,13 +46,19 @@ std::string_view CodeName(Code code) {
 Status Status::FromErrno(int err, std::string_view what) {
   std::string msg = std::string(what) + ": " + std::strerror(err);
   switch (err) {
-    case ENOENT: return NotFound(std::move(msg));
-    case EEXIST: return AlreadyExists(std::move(msg));
-    case EINVAL: return InvalidArgument(std::move(msg));
+    case ENOENT:
+      return NotFound(std::move(msg));
+    case EEXIST:
+      return AlreadyExists(std::move(msg));
+    case EINVAL:
+      return InvalidArgument(std::move(msg));
     case EACCES:
-    case EPERM: return {Code::kPermissionDenied, std::move(msg)};
-    case ENOSPC: return {Code::kResourceExhausted, std::move(msg)};
-    default: return Internal(std::move(msg));
+    case EPERM:
+      return {Code::kPermissionDenied, std::move(msg)};
+    case ENOSPC:
+      return {Code::kResourceExhausted, std::move(msg)};
+    default:
+      return Internal(std::move(msg));
   }
 }
 

@@ -91,7 +91,8 @@ Batch::~Batch() = default;
 void Batch::PutSnapshot(const SnapshotRecord& record) {
   std::string value = EncodeRecord(record);
   std::string key = record.key;
-  ops_.push_back([key, value](Store& s, rocksdb::WriteBatch& b) { b.Put(s.snapshots_, key, value); });
+  ops_.push_back(
+      [key, value](Store& s, rocksdb::WriteBatch& b) { b.Put(s.snapshots_, key, value); });
 }
 
 void Batch::DeleteSnapshot(const std::string& key) {
@@ -110,8 +111,7 @@ void Batch::RemoveChild(const std::string& parent, const std::string& child) {
 
 void Batch::SetNextSnapshotId(uint64_t next_id) {
   std::string v = EncodeU64(next_id);
-  ops_.push_back(
-      [v](Store& s, rocksdb::WriteBatch& b) { b.Put(s.meta_, kNextSnapshotIdKey, v); });
+  ops_.push_back([v](Store& s, rocksdb::WriteBatch& b) { b.Put(s.meta_, kNextSnapshotIdKey, v); });
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
@@ -176,10 +176,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
       return Status::DataLoss("metadata store " + path + ": schema version record is corrupt");
     }
     if (v > kSchemaVersion) {
-      return Status::FailedPrecondition(
-          "metadata store " + path + " has schema version " + std::to_string(v) +
-          ", newer than the version this stratad supports (" + std::to_string(kSchemaVersion) +
-          "); upgrade stratad");
+      return Status::FailedPrecondition("metadata store " + path + " has schema version " +
+                                        std::to_string(v) +
+                                        ", newer than the version this stratad supports (" +
+                                        std::to_string(kSchemaVersion) + "); upgrade stratad");
     }
     store->schema_version_ = static_cast<uint32_t>(v);
   }

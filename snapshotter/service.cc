@@ -1,8 +1,7 @@
 #include "snapshotter/service.h"
 
-#include <unistd.h>
-
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "core/quote.h"

@@ -6,10 +6,14 @@ namespace strata::snapshotter {
 
 std::string_view KindName(Kind kind) {
   switch (kind) {
-    case Kind::kView: return "view";
-    case Kind::kActive: return "active";
-    case Kind::kCommitted: return "committed";
-    case Kind::kUnknown: break;
+    case Kind::kView:
+      return "view";
+    case Kind::kActive:
+      return "active";
+    case Kind::kCommitted:
+      return "committed";
+    case Kind::kUnknown:
+      break;
   }
   return "unknown";
 }

@@ -1,9 +1,9 @@
 // strata: the command-line client of stratad (a gRPC client on its unix socket).
-#include <cstdlib>
-#include <iostream>
+#include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
-#include <grpcpp/grpcpp.h>
+#include <cstdlib>
+#include <iostream>
 
 #include "cmd/strata/output.h"
 #include "cmd/strata/snapshot_commands.h"

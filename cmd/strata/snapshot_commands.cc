@@ -4,7 +4,6 @@
 #include <functional>
 #include <iostream>
 #include <map>
-
 #include <nlohmann/json.hpp>
 
 #include "cmd/strata/output.h"
@@ -19,10 +18,14 @@ using nlohmann::json;
 
 std::string KindString(pb::Kind k) {
   switch (k) {
-    case pb::VIEW: return "view";
-    case pb::ACTIVE: return "active";
-    case pb::COMMITTED: return "committed";
-    default: return "unknown";
+    case pb::VIEW:
+      return "view";
+    case pb::ACTIVE:
+      return "active";
+    case pb::COMMITTED:
+      return "committed";
+    default:
+      return "unknown";
   }
 }
 
@@ -42,8 +45,8 @@ json MountsJson(const google::protobuf::RepeatedPtrField<::containerd::types::Mo
   for (const auto& m : mounts) {
     json options = json::array();
     for (const auto& o : m.options()) options.push_back(o);
-    out.push_back({{"type", m.type()}, {"source", m.source()}, {"target", m.target()},
-                   {"options", options}});
+    out.push_back(
+        {{"type", m.type()}, {"source", m.source()}, {"target", m.target()}, {"options", options}});
   }
   return out;
 }
@@ -91,7 +94,8 @@ grpc::Status ListAll(Context& ctx, const std::vector<std::string>& filters,
 
 }  // namespace
 
-void AddSnapshotCommands(CLI::App& app, Context& ctx, std::function<void(std::function<int()>)> run) {
+void AddSnapshotCommands(CLI::App& app, Context& ctx,
+                         std::function<void(std::function<int()>)> run) {
   CLI::App* snap = app.add_subcommand("snapshot", "manage snapshots")->alias("snapshots");
   snap->require_subcommand(1);
   auto stub = [&ctx]() { return pb::Snapshots::NewStub(ctx.channel); };
@@ -266,9 +270,9 @@ void AddSnapshotCommands(CLI::App& app, Context& ctx, std::function<void(std::fu
 
   // prepare / view
   for (bool view : {false, true}) {
-    auto* cmd = snap->add_subcommand(view ? "view" : "prepare",
-                                     view ? "create a read-only view of a committed snapshot"
-                                          : "create an active snapshot");
+    auto* cmd = snap->add_subcommand(
+        view ? "view" : "prepare",
+        view ? "create a read-only view of a committed snapshot" : "create an active snapshot");
     auto key = std::make_shared<std::string>();
     auto parent = std::make_shared<std::string>();
     auto labels = std::make_shared<std::vector<std::string>>();

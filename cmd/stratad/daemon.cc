@@ -1,7 +1,9 @@
 #include "cmd/stratad/daemon.h"
 
 #include <grp.h>
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -10,9 +12,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-
-#include <grpcpp/grpcpp.h>
-#include <spdlog/spdlog.h>
 
 #include "core/fs.h"
 #include "core/lock_file.h"
@@ -93,8 +92,8 @@ Status RunDaemon(const DaemonConfig& config) {
 
   RETURN_IF_ERROR(PrepareSocketPath(config.address));
   auto snapshots = snapshotter::NewSnapshotsService(overlay.get());
-  auto admin = snapshotter::NewAdminService(
-      overlay.get(), {STRATA_VERSION, config.root, store->schema_version()});
+  auto admin = snapshotter::NewAdminService(overlay.get(),
+                                            {STRATA_VERSION, config.root, store->schema_version()});
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + config.address, grpc::InsecureServerCredentials());
   builder.SetMaxReceiveMessageSize(16 << 20);

@@ -1,12 +1,11 @@
 // stratad: the strata daemon. See `stratad --help` and docs/configuration.md.
 #include <signal.h>
-
-#include <cstdio>
-#include <iostream>
-
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
 
 #include "cmd/stratad/daemon.h"
 #include "core/config.h"

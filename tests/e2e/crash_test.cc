@@ -4,6 +4,8 @@
 //  - changes in flight at the kill are either fully there or fully absent;
 //  - metadata and directories agree (Admin.Check finds nothing, no orphans remain).
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -24,9 +26,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "strata/admin/v1/admin.grpc.pb.h"
@@ -67,7 +66,8 @@ bool SocketAccepts(const std::string& path) {
 
 class Daemon {
  public:
-  Daemon(std::string root, std::string socket) : root_(std::move(root)), socket_(std::move(socket)) {}
+  Daemon(std::string root, std::string socket)
+      : root_(std::move(root)), socket_(std::move(socket)) {}
 
   void Start() {
     // posix_spawn, not fork: gRPC's fork handlers must not run in this client process.
@@ -75,8 +75,8 @@ class Daemon {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    std::vector<std::string> command = {g_stratad, "--root", root_, "--address", socket_,
-                                     "--log-level", "warn"};
+    std::vector<std::string> command = {g_stratad, "--root",      root_, "--address",
+                                        socket_,   "--log-level", "warn"};
     std::vector<char*> argv;
     for (auto& a : command) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -90,8 +90,8 @@ class Daemon {
         // A fresh channel per attempt: the previous daemon was killed under the old one.
         grpc::ChannelArguments args;
         args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-        channel_ = grpc::CreateCustomChannel("unix:" + socket_,
-                                             grpc::InsecureChannelCredentials(), args);
+        channel_ =
+            grpc::CreateCustomChannel("unix:" + socket_, grpc::InsecureChannelCredentials(), args);
         auto stub = admin::Admin::NewStub(channel_);
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -104,8 +104,8 @@ class Daemon {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    std::string dump = "gdb -p " + std::to_string(pid_) +
-                       " -batch -ex 'thread apply all bt' > " + root_ + ".stacks 2>&1";
+    std::string dump = "gdb -p " + std::to_string(pid_) + " -batch -ex 'thread apply all bt' > " +
+                       root_ + ".stacks 2>&1";
     if (std::getenv("STRATA_CRASH_TEST_DEBUG")) {
       (void)!std::system(dump.c_str());
       std::this_thread::sleep_for(std::chrono::seconds(30));
@@ -277,8 +277,7 @@ TEST(CrashSafety, KillNineAtRandomInstantsLosesNothingAcknowledged) {
     ASSERT_NO_FATAL_FAILURE(daemon.Start()) << "round " << round;
     auto actual = ListAll(daemon.channel());
     for (int c = 0; c < kClients; c++) {
-      ASSERT_NO_FATAL_FAILURE(
-          Reconcile(models[c], actual, "crash/" + std::to_string(c) + "/"));
+      ASSERT_NO_FATAL_FAILURE(Reconcile(models[c], actual, "crash/" + std::to_string(c) + "/"));
     }
     {
       auto stub = admin::Admin::NewStub(daemon.channel());
