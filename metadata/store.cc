@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "core/fs.h"
+#include "core/quote.h"
 #include "metadata/records.pb.h"
 
 namespace strata::metadata {
@@ -48,8 +49,32 @@ std::string EncodeRecord(const SnapshotRecord& r) {
   return pb.SerializeAsString();
 }
 
-Result<SnapshotRecord> DecodeRecord(const std::string& key, const std::string& value,
+// Splits a length-prefixed string off the front of `encoded`.
+bool TakePrefixed(std::string_view& encoded, std::string* out) {
+  uint64_t len = 0;
+  if (encoded.size() < 8 || !DecodeU64(std::string(encoded.substr(0, 8)), &len) ||
+      len > encoded.size() - 8) {
+    return false;
+  }
+  *out = std::string(encoded.substr(8, len));
+  encoded.remove_prefix(8 + len);
+  return true;
+}
+
+std::string Prefixed(const std::string& s) { return EncodeU64(s.size()) + s; }
+
+std::string SnapshotKey(const std::string& snapshotter, const std::string& key) {
+  return Prefixed(snapshotter) + key;
+}
+
+Result<SnapshotRecord> DecodeRecord(const std::string& db_key, const std::string& value,
                                     const std::string& path) {
+  std::string_view rest = db_key;
+  std::string snapshotter;
+  if (!TakePrefixed(rest, &snapshotter)) {
+    return Status::DataLoss("metadata store " + path + ": corrupt snapshot key");
+  }
+  std::string key(rest);
   v1::SnapshotRecord pb;
   if (!pb.ParseFromString(value) || pb.id() == 0 || pb.kind() < v1::SNAPSHOT_KIND_VIEW ||
       pb.kind() > v1::SNAPSHOT_KIND_COMMITTED) {
@@ -57,6 +82,7 @@ Result<SnapshotRecord> DecodeRecord(const std::string& key, const std::string& v
                             key + "\"");
   }
   SnapshotRecord r;
+  r.snapshotter = snapshotter;
   r.key = key;
   r.id = pb.id();
   r.kind = static_cast<SnapshotKind>(pb.kind());
@@ -80,9 +106,10 @@ Status FromRocks(const rocksdb::Status& s, const std::string& what, const std::s
 
 }  // namespace
 
-std::string ChildIndexKey(const std::string& parent, const std::string& child) {
+std::string ChildIndexKey(const std::string& snapshotter, const std::string& parent,
+                          const std::string& child) {
   // Length-prefixed so that keys containing any byte (NUL included) stay unambiguous.
-  return EncodeU64(parent.size()) + parent + child;
+  return Prefixed(snapshotter) + Prefixed(parent) + child;
 }
 
 Batch::Batch() = default;
@@ -90,22 +117,25 @@ Batch::~Batch() = default;
 
 void Batch::PutSnapshot(const SnapshotRecord& record) {
   std::string value = EncodeRecord(record);
-  std::string key = record.key;
+  std::string key = SnapshotKey(record.snapshotter, record.key);
   ops_.push_back(
       [key, value](Store& s, rocksdb::WriteBatch& b) { b.Put(s.snapshots_, key, value); });
 }
 
-void Batch::DeleteSnapshot(const std::string& key) {
-  ops_.push_back([key](Store& s, rocksdb::WriteBatch& b) { b.Delete(s.snapshots_, key); });
+void Batch::DeleteSnapshot(const std::string& snapshotter, const std::string& key) {
+  std::string k = SnapshotKey(snapshotter, key);
+  ops_.push_back([k](Store& s, rocksdb::WriteBatch& b) { b.Delete(s.snapshots_, k); });
 }
 
-void Batch::AddChild(const std::string& parent, const std::string& child) {
-  std::string k = ChildIndexKey(parent, child);
+void Batch::AddChild(const std::string& snapshotter, const std::string& parent,
+                     const std::string& child) {
+  std::string k = ChildIndexKey(snapshotter, parent, child);
   ops_.push_back([k](Store& s, rocksdb::WriteBatch& b) { b.Put(s.children_, k, ""); });
 }
 
-void Batch::RemoveChild(const std::string& parent, const std::string& child) {
-  std::string k = ChildIndexKey(parent, child);
+void Batch::RemoveChild(const std::string& snapshotter, const std::string& parent,
+                        const std::string& child) {
+  std::string k = ChildIndexKey(snapshotter, parent, child);
   ops_.push_back([k](Store& s, rocksdb::WriteBatch& b) { b.Delete(s.children_, k); });
 }
 
@@ -242,24 +272,28 @@ Result<std::vector<SnapshotRecord>> Store::LoadSnapshots() const {
   return out;
 }
 
-Result<SnapshotRecord> Store::GetSnapshot(const std::string& key) const {
+Result<SnapshotRecord> Store::GetSnapshot(const std::string& snapshotter,
+                                          const std::string& key) const {
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), snapshots_, key, &value);
-  if (s.IsNotFound()) return Status::NotFound("snapshot " + key + " does not exist");
+  std::string db_key = SnapshotKey(snapshotter, key);
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), snapshots_, db_key, &value);
+  if (s.IsNotFound()) return Status::NotFound("snapshot " + Quote(key) + " does not exist");
   RETURN_IF_ERROR(FromRocks(s, "read snapshot", path_));
-  return DecodeRecord(key, value, path_);
+  return DecodeRecord(db_key, value, path_);
 }
 
-Result<std::vector<std::pair<std::string, std::string>>> Store::LoadChildren() const {
-  std::vector<std::pair<std::string, std::string>> out;
+Result<std::vector<ChildLink>> Store::LoadChildren() const {
+  std::vector<ChildLink> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), children_));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     std::string k = it->key().ToString();
-    uint64_t len = 0;
-    if (k.size() < 8 || !DecodeU64(k.substr(0, 8), &len) || len > k.size() - 8) {
+    std::string_view rest = k;
+    ChildLink link;
+    if (!TakePrefixed(rest, &link.snapshotter) || !TakePrefixed(rest, &link.parent)) {
       return Status::DataLoss("metadata store " + path_ + ": corrupt children index entry");
     }
-    out.emplace_back(k.substr(8, len), k.substr(8 + len));
+    link.child = std::string(rest);
+    out.push_back(std::move(link));
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan children index", path_));
   return out;

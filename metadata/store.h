@@ -3,8 +3,12 @@
 // One RocksDB instance under <root>/metadata with a column family per table:
 //
 //   meta               schema version and counters ("schema_version", "next_snapshot_id")
-//   snapshots          snapshot key -> SnapshotRecord (records.proto)
-//   snapshot_children  (parent key, child key) -> "" : the parent->children index
+//   snapshots          (snapshotter name, key) -> SnapshotRecord (records.proto)
+//   snapshot_children  (snapshotter name, parent key, child key) -> "" : the
+//                      parent->children index
+//
+// Snapshots are grouped by the snapshotter name clients address them with; each name
+// is a separate key space (see snapshotter/overlay.h).
 //
 // Every change is a Batch applied atomically. Durability uses group commit: Apply()
 // appends the batch to the write-ahead log and returns a ticket; WaitDurable(ticket)
@@ -41,6 +45,7 @@ inline constexpr uint32_t kSchemaVersion = 1;
 enum class SnapshotKind : int { kUnknown = 0, kView = 1, kActive = 2, kCommitted = 3 };
 
 struct SnapshotRecord {
+  std::string snapshotter;  // the name the snapshot was created under
   std::string key;
   uint64_t id = 0;
   SnapshotKind kind = SnapshotKind::kUnknown;
@@ -54,6 +59,14 @@ struct SnapshotRecord {
 
 class Store;
 
+// One entry of the children index.
+struct ChildLink {
+  std::string snapshotter;
+  std::string parent;
+  std::string child;
+  auto operator<=>(const ChildLink&) const = default;
+};
+
 // A set of changes applied atomically by Store::Apply/Commit.
 class Batch {
  public:
@@ -63,9 +76,11 @@ class Batch {
   Batch& operator=(const Batch&) = delete;
 
   void PutSnapshot(const SnapshotRecord& record);
-  void DeleteSnapshot(const std::string& key);
-  void AddChild(const std::string& parent, const std::string& child);
-  void RemoveChild(const std::string& parent, const std::string& child);
+  void DeleteSnapshot(const std::string& snapshotter, const std::string& key);
+  void AddChild(const std::string& snapshotter, const std::string& parent,
+                const std::string& child);
+  void RemoveChild(const std::string& snapshotter, const std::string& parent,
+                   const std::string& child);
   void SetNextSnapshotId(uint64_t next_id);
 
  private:
@@ -99,9 +114,9 @@ class Store {
   // Reads every snapshot record. DataLoss if a record cannot be decoded.
   Result<std::vector<SnapshotRecord>> LoadSnapshots() const;
   // Reads one record; NotFound if absent.
-  Result<SnapshotRecord> GetSnapshot(const std::string& key) const;
-  // Reads the children index: pairs of (parent, child).
-  Result<std::vector<std::pair<std::string, std::string>>> LoadChildren() const;
+  Result<SnapshotRecord> GetSnapshot(const std::string& snapshotter, const std::string& key) const;
+  // Reads the whole children index.
+  Result<std::vector<ChildLink>> LoadChildren() const;
   // The persisted next snapshot id (1 for a new store).
   Result<uint64_t> NextSnapshotId() const;
   uint32_t schema_version() const { return schema_version_; }
@@ -127,7 +142,8 @@ class Store {
   uint64_t durable_ = 0;
 };
 
-// Encodes (parent, child) as one children-index key; exposed for tests.
-std::string ChildIndexKey(const std::string& parent, const std::string& child);
+// Encodes (snapshotter, parent, child) as one children-index key; exposed for tests.
+std::string ChildIndexKey(const std::string& snapshotter, const std::string& parent,
+                          const std::string& child);
 
 }  // namespace strata::metadata

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <deque>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <shared_mutex>
@@ -89,6 +90,8 @@ class OverlayImpl : public Overlay {
 
   ~OverlayImpl() override { Close().ok(); }
 
+  Snapshotter* ForName(const std::string& name) override;
+
   Status Load() {
     RETURN_IF_ERROR(fs::MakeDirs(root_, 0700));
     RETURN_IF_ERROR(fs::MakeDirs(snapshots_dir_, 0700));
@@ -96,12 +99,12 @@ class OverlayImpl : public Overlay {
     ASSIGN_OR_RETURN(next_id_, store_->NextSnapshotId());
     for (auto& r : records) {
       next_id_ = std::max(next_id_, r.id + 1);
-      std::string key = r.key;
-      by_key_.emplace(key, Entry{std::move(r), 0});
+      std::string ref = Ref(r.snapshotter, r.key);
+      by_key_.emplace(std::move(ref), Entry{std::move(r), 0});
     }
     for (auto& [key, e] : by_key_) {
       if (e.record.parent.empty()) continue;
-      auto it = by_key_.find(e.record.parent);
+      auto it = by_key_.find(Ref(e.record.snapshotter, e.record.parent));
       if (it != by_key_.end()) it->second.children++;
     }
     // Reconcile: directories without a record are leftovers of an interrupted
@@ -113,14 +116,14 @@ class OverlayImpl : public Overlay {
     return Status::Ok();
   }
 
-  Result<Info> Stat(const std::string& key) override {
+  Result<Info> Stat(const std::string& ns, const std::string& key) {
     Info info;
     uint64_t ticket = 0;
     {
       std::shared_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
       ticket = store_->LastTicket();
-      auto it = by_key_.find(key);
+      auto it = by_key_.find(Ref(ns, key));
       if (it == by_key_.end()) return NotFoundError(key);
       info = ToInfo(it->second.record);
     }
@@ -128,14 +131,15 @@ class OverlayImpl : public Overlay {
     return info;
   }
 
-  Result<Info> Update(const Info& info, const std::vector<std::string>& fieldpaths) override {
+  Result<Info> Update(const std::string& ns, const Info& info,
+                      const std::vector<std::string>& fieldpaths) {
     if (info.name.empty()) return Status::InvalidArgument("snapshot name must not be empty");
     Info out;
     uint64_t ticket = 0;
     {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      auto it = by_key_.find(info.name);
+      auto it = by_key_.find(Ref(ns, info.name));
       if (it == by_key_.end()) return NotFoundError(info.name);
       SnapshotRecord updated = it->second.record;
       if (fieldpaths.empty()) {
@@ -174,7 +178,7 @@ class OverlayImpl : public Overlay {
     return out;
   }
 
-  Result<Usage> GetUsage(const std::string& key) override {
+  Result<Usage> GetUsage(const std::string& ns, const std::string& key) {
     Usage usage;
     uint64_t id = 0;
     uint64_t ticket = 0;
@@ -182,7 +186,7 @@ class OverlayImpl : public Overlay {
       std::shared_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
       ticket = store_->LastTicket();
-      auto it = by_key_.find(key);
+      auto it = by_key_.find(Ref(ns, key));
       if (it == by_key_.end()) return NotFoundError(key);
       const SnapshotRecord& r = it->second.record;
       if (r.kind == SnapshotKind::kActive) {
@@ -201,14 +205,14 @@ class OverlayImpl : public Overlay {
     return usage;
   }
 
-  Result<std::vector<Mount>> Mounts(const std::string& key) override {
+  Result<std::vector<Mount>> Mounts(const std::string& ns, const std::string& key) {
     std::vector<Mount> mounts;
     uint64_t ticket = 0;
     {
       std::shared_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
       ticket = store_->LastTicket();
-      auto it = by_key_.find(key);
+      auto it = by_key_.find(Ref(ns, key));
       if (it == by_key_.end()) return NotFoundError(key);
       if (it->second.record.kind == SnapshotKind::kCommitted) {
         return Status::FailedPrecondition("requested snapshot " + Quote(key) +
@@ -220,18 +224,14 @@ class OverlayImpl : public Overlay {
     return mounts;
   }
 
-  Result<std::vector<Mount>> Prepare(const std::string& key, const std::string& parent,
-                                     const Labels& labels) override {
-    return Create(SnapshotKind::kActive, key, parent, labels);
+  Result<std::vector<Mount>> Create(const std::string& ns, SnapshotKind kind,
+                                    const std::string& key, const std::string& parent,
+                                    const Labels& labels) {
+    return CreateSnapshot(ns, kind, key, parent, labels);
   }
 
-  Result<std::vector<Mount>> View(const std::string& key, const std::string& parent,
-                                  const Labels& labels) override {
-    return Create(SnapshotKind::kView, key, parent, labels);
-  }
-
-  Status Commit(const std::string& name, const std::string& key, const Labels& labels,
-                const std::string& parent) override {
+  Status Commit(const std::string& ns, const std::string& name, const std::string& key,
+                const Labels& labels, const std::string& parent) {
     if (name.empty()) return Status::InvalidArgument("commit name must not be empty");
     RETURN_IF_ERROR(ValidateLabels(labels));
     // Measure usage before taking the write lock: it walks the whole tree.
@@ -239,7 +239,7 @@ class OverlayImpl : public Overlay {
     {
       std::shared_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      auto it = by_key_.find(key);
+      auto it = by_key_.find(Ref(ns, key));
       if (it == by_key_.end()) return NotFoundError(key);
       if (it->second.record.kind != SnapshotKind::kActive) {
         return Status::FailedPrecondition("snapshot " + Quote(key) + " is not active");
@@ -252,10 +252,10 @@ class OverlayImpl : public Overlay {
     {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      if (by_key_.count(name) != 0) {
+      if (by_key_.count(Ref(ns, name)) != 0) {
         return Status::AlreadyExists("committed snapshot " + Quote(name) + ": already exists");
       }
-      auto it = by_key_.find(key);
+      auto it = by_key_.find(Ref(ns, key));
       if (it == by_key_.end()) return NotFoundError(key);
       if (it->second.record.kind != SnapshotKind::kActive || it->second.record.id != id) {
         return Status::FailedPrecondition("snapshot " + Quote(key) + " is not active");
@@ -266,7 +266,7 @@ class OverlayImpl : public Overlay {
           return Status::InvalidArgument("cannot change parent of active snapshot " + Quote(key) +
                                          " on commit");
         }
-        auto p = by_key_.find(parent);
+        auto p = by_key_.find(Ref(ns, parent));
         if (p == by_key_.end()) return NotFoundError(parent);
         if (p->second.record.kind != SnapshotKind::kCommitted) {
           return Status::InvalidArgument("parent " + Quote(parent) + " is not committed snapshot");
@@ -284,30 +284,30 @@ class OverlayImpl : public Overlay {
       committed.usage_inodes = du.inodes;
 
       metadata::Batch batch;
-      batch.DeleteSnapshot(key);
+      batch.DeleteSnapshot(ns, key);
       batch.PutSnapshot(committed);
       const std::string& old_parent = it->second.record.parent;
-      if (!old_parent.empty()) batch.RemoveChild(old_parent, key);
-      if (!committed.parent.empty()) batch.AddChild(committed.parent, name);
+      if (!old_parent.empty()) batch.RemoveChild(ns, old_parent, key);
+      if (!committed.parent.empty()) batch.AddChild(ns, committed.parent, name);
       ASSIGN_OR_RETURN(ticket, store_->Apply(batch));
 
       if (old_parent != committed.parent) {
-        by_key_.find(committed.parent)->second.children++;
+        by_key_.find(Ref(ns, committed.parent))->second.children++;
       }
       int children = it->second.children;
       by_key_.erase(it);
-      by_key_.emplace(name, Entry{std::move(committed), children});
+      by_key_.emplace(Ref(ns, name), Entry{std::move(committed), children});
     }
     return store_->WaitDurable(ticket);
   }
 
-  Status Remove(const std::string& key) override {
+  Status Remove(const std::string& ns, const std::string& key) {
     uint64_t ticket = 0;
     uint64_t id = 0;
     {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      auto it = by_key_.find(key);
+      auto it = by_key_.find(Ref(ns, key));
       if (it == by_key_.end()) return NotFoundError(key);
       if (it->second.children > 0) {
         return Status::FailedPrecondition("cannot remove snapshot with child: " + Quote(key) +
@@ -315,12 +315,12 @@ class OverlayImpl : public Overlay {
                                           " children");
       }
       metadata::Batch batch;
-      batch.DeleteSnapshot(key);
+      batch.DeleteSnapshot(ns, key);
       const std::string parent = it->second.record.parent;
-      if (!parent.empty()) batch.RemoveChild(parent, key);
+      if (!parent.empty()) batch.RemoveChild(ns, parent, key);
       ASSIGN_OR_RETURN(ticket, store_->Apply(batch));
       id = it->second.record.id;
-      if (!parent.empty()) by_key_.find(parent)->second.children--;
+      if (!parent.empty()) by_key_.find(Ref(ns, parent))->second.children--;
       by_key_.erase(it);
       std::lock_guard<std::mutex> removal_lock(remove_mu_);
       removed_ids_.insert(id);  // its directory is now expected to go, not an orphan
@@ -335,8 +335,8 @@ class OverlayImpl : public Overlay {
     return Status::Ok();
   }
 
-  Status Walk(const std::function<Status(const Info&)>& fn,
-              const std::vector<std::string>& filter_strings) override {
+  Status Walk(const std::string& ns, const std::function<Status(const Info&)>& fn,
+              const std::vector<std::string>& filter_strings) {
     ASSIGN_OR_RETURN(filters::Filter filter, filters::Filter::ParseAll(filter_strings));
     std::vector<Info> matched;
     uint64_t ticket = 0;
@@ -345,7 +345,8 @@ class OverlayImpl : public Overlay {
       RETURN_IF_ERROR(CheckOpen());
       ticket = store_->LastTicket();
       matched.reserve(by_key_.size());
-      for (const auto& [key, e] : by_key_) {
+      for (const auto& [ref, e] : by_key_) {
+        if (e.record.snapshotter != ns) continue;
         Info info = ToInfo(e.record);
         if (filter.MatchesAll() || filter.Match(InfoAdaptor(info)))
           matched.push_back(std::move(info));
@@ -411,8 +412,9 @@ class OverlayImpl : public Overlay {
     RETURN_IF_ERROR(CheckOpen());
     // 2. Records whose directories are missing, parents broken or ids shared.
     std::unordered_map<uint64_t, std::string> ids;
-    for (const auto& [key, e] : by_key_) {
+    for (const auto& [ref, e] : by_key_) {
       const SnapshotRecord& r = e.record;
+      const std::string& key = r.key;
       auto [dup, inserted] = ids.emplace(r.id, key);
       if (!inserted) {
         problems.push_back({"duplicate-id", "snapshots " + Quote(key) + " and " +
@@ -432,7 +434,7 @@ class OverlayImpl : public Overlay {
         problems.push_back(std::move(p));
       }
       if (!r.parent.empty()) {
-        auto p = by_key_.find(r.parent);
+        auto p = by_key_.find(Ref(r.snapshotter, r.parent));
         if (p == by_key_.end()) {
           problems.push_back({"missing-parent",
                               "snapshot " + Quote(key) + " has unknown parent " + Quote(r.parent)});
@@ -449,36 +451,38 @@ class OverlayImpl : public Overlay {
     }
     // 3. The persisted children index must equal the parent pointers.
     ASSIGN_OR_RETURN(auto index, store_->LoadChildren());
-    std::set<std::pair<std::string, std::string>> stored(index.begin(), index.end());
-    std::set<std::pair<std::string, std::string>> expected;
-    for (const auto& [key, e] : by_key_) {
-      if (!e.record.parent.empty()) expected.emplace(e.record.parent, key);
+    std::set<metadata::ChildLink> stored(index.begin(), index.end());
+    std::set<metadata::ChildLink> expected;
+    for (const auto& [ref, e] : by_key_) {
+      if (!e.record.parent.empty()) {
+        expected.insert({e.record.snapshotter, e.record.parent, e.record.key});
+      }
     }
     metadata::Batch fix;
     bool need_fix = false;
     for (const auto& pc : stored) {
       if (expected.count(pc) != 0) continue;
       problems.push_back({"children-index",
-                          "stale index entry " + Quote(pc.first) + " -> " + Quote(pc.second),
+                          "stale index entry " + Quote(pc.parent) + " -> " + Quote(pc.child),
                           repair});
-      fix.RemoveChild(pc.first, pc.second);
+      fix.RemoveChild(pc.snapshotter, pc.parent, pc.child);
       need_fix = true;
     }
     for (const auto& pc : expected) {
       if (stored.count(pc) != 0) continue;
       problems.push_back({"children-index",
-                          "missing index entry " + Quote(pc.first) + " -> " + Quote(pc.second),
+                          "missing index entry " + Quote(pc.parent) + " -> " + Quote(pc.child),
                           repair});
-      fix.AddChild(pc.first, pc.second);
+      fix.AddChild(pc.snapshotter, pc.parent, pc.child);
       need_fix = true;
     }
     if (repair && need_fix) RETURN_IF_ERROR(store_->Commit(fix));
     return problems;
   }
 
-  Result<std::string> FsPath(const std::string& key) override {
+  Result<std::string> FsPath(const std::string& ns, const std::string& key) override {
     std::shared_lock lock(mu_);
-    auto it = by_key_.find(key);
+    auto it = by_key_.find(Ref(ns, key));
     if (it == by_key_.end()) return NotFoundError(key);
     return UpperPath(it->second.record.id);
   }
@@ -498,12 +502,18 @@ class OverlayImpl : public Overlay {
     return Status::Ok();
   }
 
+  // The in-memory index key of snapshot `key` under snapshotter name `ns`.
+  static std::string Ref(const std::string& ns, const std::string& key) {
+    return std::to_string(ns.size()) + ":" + ns + key;
+  }
+
   std::string SnapshotDir(uint64_t id) const { return snapshots_dir_ + "/" + std::to_string(id); }
   std::string UpperPath(uint64_t id) const { return SnapshotDir(id) + "/fs"; }
   std::string WorkPath(uint64_t id) const { return SnapshotDir(id) + "/work"; }
 
-  Result<std::vector<Mount>> Create(SnapshotKind kind, const std::string& key,
-                                    const std::string& parent, const Labels& labels) {
+  Result<std::vector<Mount>> CreateSnapshot(const std::string& ns, SnapshotKind kind,
+                                            const std::string& key, const std::string& parent,
+                                            const Labels& labels) {
     if (key.empty()) return Status::InvalidArgument("snapshot key must not be empty");
     RETURN_IF_ERROR(ValidateLabels(labels));
     std::vector<Mount> mounts;
@@ -511,12 +521,12 @@ class OverlayImpl : public Overlay {
     {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      if (by_key_.count(key) != 0) {
+      if (by_key_.count(Ref(ns, key)) != 0) {
         return Status::AlreadyExists("snapshot " + Quote(key) + ": already exists");
       }
       const SnapshotRecord* parent_record = nullptr;
       if (!parent.empty()) {
-        auto p = by_key_.find(parent);
+        auto p = by_key_.find(Ref(ns, parent));
         if (p == by_key_.end()) {
           return Status::NotFound("parent snapshot " + Quote(parent) + " does not exist");
         }
@@ -527,6 +537,7 @@ class OverlayImpl : public Overlay {
       }
 
       SnapshotRecord r;
+      r.snapshotter = ns;
       r.key = key;
       r.id = next_id_;
       r.kind = kind;
@@ -546,7 +557,7 @@ class OverlayImpl : public Overlay {
       }
       metadata::Batch batch;
       batch.PutSnapshot(r);
-      if (!parent.empty()) batch.AddChild(parent, key);
+      if (!parent.empty()) batch.AddChild(ns, parent, key);
       batch.SetNextSnapshotId(r.id + 1);
       auto applied = store_->Apply(batch);
       if (!applied.ok()) {
@@ -555,8 +566,8 @@ class OverlayImpl : public Overlay {
       }
       ticket = *applied;
       next_id_++;
-      if (!parent.empty()) by_key_.find(parent)->second.children++;
-      auto inserted = by_key_.emplace(key, Entry{std::move(r), 0});
+      if (!parent.empty()) by_key_.find(Ref(ns, parent))->second.children++;
+      auto inserted = by_key_.emplace(Ref(ns, key), Entry{std::move(r), 0});
       mounts = MountsLocked(inserted.first->second.record);
     }
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
@@ -586,7 +597,7 @@ class OverlayImpl : public Overlay {
   std::vector<Mount> MountsLocked(const SnapshotRecord& r) const {
     std::vector<uint64_t> parent_ids;
     for (std::string p = r.parent; !p.empty();) {
-      auto it = by_key_.find(p);
+      auto it = by_key_.find(Ref(r.snapshotter, p));
       if (it == by_key_.end()) break;
       parent_ids.push_back(it->second.record.id);
       p = it->second.record.parent;
@@ -630,7 +641,7 @@ class OverlayImpl : public Overlay {
     uint64_t ticket = 0;
     {
       std::shared_lock lock(mu_);
-      for (const auto& [key, e] : by_key_) live.insert(std::to_string(e.record.id));
+      for (const auto& [ref, e] : by_key_) live.insert(std::to_string(e.record.id));
       ticket = store_->LastTicket();
     }
     // A directory may go only once the removal of its record is durable.
@@ -675,9 +686,57 @@ class OverlayImpl : public Overlay {
   std::condition_variable remove_cv_;
   std::deque<uint64_t> remove_queue_;
   std::unordered_set<uint64_t> removed_ids_;  // records gone, directories not yet
+
+  std::mutex names_mu_;
+  std::map<std::string, std::unique_ptr<Snapshotter>> names_;
   bool stop_remover_ = false;
   std::thread remover_;
 };
+
+// The Snapshotter interface for one snapshotter name.
+class NamedSnapshotter : public Snapshotter {
+ public:
+  NamedSnapshotter(OverlayImpl* impl, std::string name) : impl_(impl), name_(std::move(name)) {}
+
+  Result<Info> Stat(const std::string& key) override { return impl_->Stat(name_, key); }
+  Result<Info> Update(const Info& info, const std::vector<std::string>& fieldpaths) override {
+    return impl_->Update(name_, info, fieldpaths);
+  }
+  Result<Usage> GetUsage(const std::string& key) override { return impl_->GetUsage(name_, key); }
+  Result<std::vector<Mount>> Mounts(const std::string& key) override {
+    return impl_->Mounts(name_, key);
+  }
+  Result<std::vector<Mount>> Prepare(const std::string& key, const std::string& parent,
+                                     const Labels& labels) override {
+    return impl_->Create(name_, SnapshotKind::kActive, key, parent, labels);
+  }
+  Result<std::vector<Mount>> View(const std::string& key, const std::string& parent,
+                                  const Labels& labels) override {
+    return impl_->Create(name_, SnapshotKind::kView, key, parent, labels);
+  }
+  Status Commit(const std::string& name, const std::string& key, const Labels& labels,
+                const std::string& parent) override {
+    return impl_->Commit(name_, name, key, labels, parent);
+  }
+  Status Remove(const std::string& key) override { return impl_->Remove(name_, key); }
+  Status Walk(const std::function<Status(const Info&)>& fn,
+              const std::vector<std::string>& filters) override {
+    return impl_->Walk(name_, fn, filters);
+  }
+  Status Cleanup() override { return impl_->Cleanup(); }
+  Status Close() override { return Status::Ok(); }
+
+ private:
+  OverlayImpl* impl_;
+  std::string name_;
+};
+
+Snapshotter* OverlayImpl::ForName(const std::string& name) {
+  std::lock_guard<std::mutex> lock(names_mu_);
+  auto& view = names_[name];
+  if (!view) view = std::make_unique<NamedSnapshotter>(this, name);
+  return view.get();
+}
 
 }  // namespace
 

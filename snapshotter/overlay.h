@@ -25,13 +25,30 @@ struct Problem {
   bool repaired = false;
 };
 
-class Overlay : public Snapshotter {
+// Snapshots are grouped by the snapshotter name clients address them with (the
+// `snapshotter` field of every request; containerd sends its proxy plugin's name).
+// Each name is a separate key space with its own parents and its own Walk. This keeps
+// containerd's garbage collector, which removes every snapshot of its snapshotter
+// that containerd did not create, away from snapshots made under other names.
+class Overlay {
  public:
+  virtual ~Overlay() = default;
+
   // Opens the backend on `root` (creating <root>/snapshots) with metadata in `store`,
   // which must outlive it. Start-up reconciles directories with metadata: orphan
   // directories (from a crash mid-Prepare or mid-Remove) are deleted.
   static Result<std::unique_ptr<Overlay>> Open(const std::string& root, metadata::Store* store,
                                                OverlayOptions options = {});
+
+  // The snapshots addressed as `name`. The returned object is owned by the Overlay
+  // and valid until it is destroyed; its Close() is a no-op (close the Overlay).
+  virtual Snapshotter* ForName(const std::string& name) = 0;
+
+  // Deletes directories no snapshot (under any name) refers to any more.
+  virtual Status Cleanup() = 0;
+
+  // Stops background work; later calls fail with Unavailable. Twice is fine.
+  virtual Status Close() = 0;
 
   // Compares metadata with directories and the children index; with `repair`, fixes
   // what can be fixed (orphans removed, missing directories recreated empty, index
@@ -39,7 +56,7 @@ class Overlay : public Snapshotter {
   virtual Result<std::vector<Problem>> Check(bool repair) = 0;
 
   // The directory of a snapshot's filesystem (for tests and the lazy loaders).
-  virtual Result<std::string> FsPath(const std::string& key) = 0;
+  virtual Result<std::string> FsPath(const std::string& name, const std::string& key) = 0;
 };
 
 }  // namespace strata::snapshotter

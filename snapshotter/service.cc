@@ -75,13 +75,19 @@ void LogRequest(const char* method, const Request& req, const std::string& key,
 }
 
 class SnapshotsService final : public pb::Snapshots::Service {
+  template <typename Request>
+  Snapshotter* For(const Request& req) {
+    return overlay_->ForName(req.snapshotter().empty() ? kDefaultSnapshotterName
+                                                       : req.snapshotter());
+  }
+
  public:
-  explicit SnapshotsService(Snapshotter* s) : s_(s) {}
+  explicit SnapshotsService(Overlay* overlay) : overlay_(overlay) {}
 
   grpc::Status Prepare(grpc::ServerContext*, const pb::PrepareSnapshotRequest* req,
                        pb::PrepareSnapshotResponse* resp) override {
     LogRequest("Prepare", *req, req->key(), req->parent());
-    auto mounts = s_->Prepare(req->key(), req->parent(), LabelsFromProto(req->labels()));
+    auto mounts = For(*req)->Prepare(req->key(), req->parent(), LabelsFromProto(req->labels()));
     if (!mounts.ok()) return ToGrpc(mounts.status());
     MountsToProto(*mounts, resp);
     return grpc::Status::OK;
@@ -90,7 +96,7 @@ class SnapshotsService final : public pb::Snapshots::Service {
   grpc::Status View(grpc::ServerContext*, const pb::ViewSnapshotRequest* req,
                     pb::ViewSnapshotResponse* resp) override {
     LogRequest("View", *req, req->key(), req->parent());
-    auto mounts = s_->View(req->key(), req->parent(), LabelsFromProto(req->labels()));
+    auto mounts = For(*req)->View(req->key(), req->parent(), LabelsFromProto(req->labels()));
     if (!mounts.ok()) return ToGrpc(mounts.status());
     MountsToProto(*mounts, resp);
     return grpc::Status::OK;
@@ -99,7 +105,7 @@ class SnapshotsService final : public pb::Snapshots::Service {
   grpc::Status Mounts(grpc::ServerContext*, const pb::MountsRequest* req,
                       pb::MountsResponse* resp) override {
     LogRequest("Mounts", *req, req->key());
-    auto mounts = s_->Mounts(req->key());
+    auto mounts = For(*req)->Mounts(req->key());
     if (!mounts.ok()) return ToGrpc(mounts.status());
     MountsToProto(*mounts, resp);
     return grpc::Status::OK;
@@ -109,19 +115,19 @@ class SnapshotsService final : public pb::Snapshots::Service {
                       google::protobuf::Empty*) override {
     LogRequest("Commit", *req, req->key(), req->name());
     return ToGrpc(
-        s_->Commit(req->name(), req->key(), LabelsFromProto(req->labels()), req->parent()));
+        For(*req)->Commit(req->name(), req->key(), LabelsFromProto(req->labels()), req->parent()));
   }
 
   grpc::Status Remove(grpc::ServerContext*, const pb::RemoveSnapshotRequest* req,
                       google::protobuf::Empty*) override {
     LogRequest("Remove", *req, req->key());
-    return ToGrpc(s_->Remove(req->key()));
+    return ToGrpc(For(*req)->Remove(req->key()));
   }
 
   grpc::Status Stat(grpc::ServerContext*, const pb::StatSnapshotRequest* req,
                     pb::StatSnapshotResponse* resp) override {
     LogRequest("Stat", *req, req->key());
-    auto info = s_->Stat(req->key());
+    auto info = For(*req)->Stat(req->key());
     if (!info.ok()) return ToGrpc(info.status());
     InfoToProto(*info, resp->mutable_info());
     return grpc::Status::OK;
@@ -131,7 +137,7 @@ class SnapshotsService final : public pb::Snapshots::Service {
                       pb::UpdateSnapshotResponse* resp) override {
     std::vector<std::string> paths(req->update_mask().paths().begin(),
                                    req->update_mask().paths().end());
-    auto info = s_->Update(InfoFromProto(req->info()), paths);
+    auto info = For(*req)->Update(InfoFromProto(req->info()), paths);
     if (!info.ok()) return ToGrpc(info.status());
     InfoToProto(*info, resp->mutable_info());
     return grpc::Status::OK;
@@ -150,7 +156,7 @@ class SnapshotsService final : public pb::Snapshots::Service {
       batch_bytes = 0;
       return Status::Ok();
     };
-    Status st = s_->Walk(
+    Status st = For(*req)->Walk(
         [&](const Info& info) -> Status {
           if (ctx->IsCancelled()) return Status(Code::kCancelled, "list cancelled");
           pb::Info* out = batch.add_info();
@@ -170,7 +176,7 @@ class SnapshotsService final : public pb::Snapshots::Service {
   grpc::Status Usage(grpc::ServerContext*, const pb::UsageRequest* req,
                      pb::UsageResponse* resp) override {
     LogRequest("Usage", *req, req->key());
-    auto usage = s_->GetUsage(req->key());
+    auto usage = For(*req)->GetUsage(req->key());
     if (!usage.ok()) return ToGrpc(usage.status());
     resp->set_size(usage->size_bytes);
     resp->set_inodes(usage->inodes);
@@ -180,11 +186,11 @@ class SnapshotsService final : public pb::Snapshots::Service {
   grpc::Status Cleanup(grpc::ServerContext*, const pb::CleanupRequest* req,
                        google::protobuf::Empty*) override {
     LogRequest("Cleanup", *req, "");
-    return ToGrpc(s_->Cleanup());
+    return ToGrpc(overlay_->Cleanup());
   }
 
  private:
-  Snapshotter* s_;
+  Overlay* overlay_;
 };
 
 class AdminService final : public ::strata::admin::v1::Admin::Service {
@@ -235,8 +241,8 @@ grpc::Status ToGrpc(const Status& status) {
                       std::move(message));
 }
 
-std::unique_ptr<grpc::Service> NewSnapshotsService(Snapshotter* snapshotter) {
-  return std::make_unique<SnapshotsService>(snapshotter);
+std::unique_ptr<grpc::Service> NewSnapshotsService(Overlay* overlay) {
+  return std::make_unique<SnapshotsService>(overlay);
 }
 
 std::unique_ptr<grpc::Service> NewAdminService(Overlay* overlay, AdminInfo info) {

@@ -18,10 +18,13 @@ namespace strata::snapshotter {
 
 grpc::Status ToGrpc(const Status& status);
 
-// Builds the containerd Snapshots service on `snapshotter` (not owned). Requests for
-// any snapshotter name are served: containerd sends the proxy plugin's configured
-// name, which is the operator's choice.
-std::unique_ptr<grpc::Service> NewSnapshotsService(Snapshotter* snapshotter);
+// The snapshotter name used when a request leaves the field empty.
+inline constexpr char kDefaultSnapshotterName[] = "strata";
+
+// Builds the containerd Snapshots service on `overlay` (not owned). Requests for any
+// snapshotter name are served, each name being its own set of snapshots (see
+// Overlay): containerd sends its proxy plugin's configured name.
+std::unique_ptr<grpc::Service> NewSnapshotsService(Overlay* overlay);
 
 struct AdminInfo {
   std::string version;

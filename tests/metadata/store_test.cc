@@ -42,6 +42,7 @@ SnapshotRecord Record(const std::string& key, uint64_t id,
 }
 
 void ExpectSameRecord(const SnapshotRecord& a, const SnapshotRecord& b) {
+  EXPECT_EQ(a.snapshotter, b.snapshotter);
   EXPECT_EQ(a.key, b.key);
   EXPECT_EQ(a.id, b.id);
   EXPECT_EQ(a.kind, b.kind);
@@ -157,7 +158,7 @@ TEST_F(StoreTest, RecordsRoundTripAcrossReopen) {
   ExpectSameRecord(by_key[committed.key], committed);
   ExpectSameRecord(by_key[active.key], active);
   ExpectSameRecord(by_key[view.key], view);
-  ExpectSameRecord(*store->GetSnapshot(active.key), active);
+  ExpectSameRecord(*store->GetSnapshot("", active.key), active);
   EXPECT_EQ(*store->NextSnapshotId(), 10u);
 }
 
@@ -175,17 +176,17 @@ TEST_F(StoreTest, KeysAndLabelsWithNulBytesRoundTripExactly) {
   }
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
-  auto got = store->GetSnapshot(r.key);
+  auto got = store->GetSnapshot("", r.key);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   ExpectSameRecord(*got, r);
-  ExpectSameRecord(*store->GetSnapshot("a"), plain);
+  ExpectSameRecord(*store->GetSnapshot("", "a"), plain);
   EXPECT_EQ(store->LoadSnapshots()->size(), 2u);
 }
 
 TEST_F(StoreTest, GetUnknownSnapshotIsNotFound) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
-  EXPECT_TRUE(store->GetSnapshot("missing").status().IsNotFound());
+  EXPECT_TRUE(store->GetSnapshot("", "missing").status().IsNotFound());
 }
 
 TEST_F(StoreTest, DeleteSnapshotRemovesRecord) {
@@ -195,9 +196,9 @@ TEST_F(StoreTest, DeleteSnapshotRemovesRecord) {
   put.PutSnapshot(Record("k", 1));
   ASSERT_TRUE(store->Commit(put).ok());
   Batch del;
-  del.DeleteSnapshot("k");
+  del.DeleteSnapshot("", "k");
   ASSERT_TRUE(store->Commit(del).ok());
-  EXPECT_TRUE(store->GetSnapshot("k").status().IsNotFound());
+  EXPECT_TRUE(store->GetSnapshot("", "k").status().IsNotFound());
   EXPECT_TRUE(store->LoadSnapshots()->empty());
 }
 
@@ -206,10 +207,10 @@ TEST_F(StoreTest, BatchIsAppliedAtomicallyInOrder) {
   ASSERT_NE(store, nullptr);
   Batch b;
   b.PutSnapshot(Record("k", 1, SnapshotKind::kActive));
-  b.DeleteSnapshot("k");
+  b.DeleteSnapshot("", "k");
   b.PutSnapshot(Record("k", 2, SnapshotKind::kCommitted));  // commit: delete + put
   ASSERT_TRUE(store->Commit(b).ok());
-  auto r = store->GetSnapshot("k");
+  auto r = store->GetSnapshot("", "k");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->id, 2u);
   EXPECT_EQ(r->kind, SnapshotKind::kCommitted);
@@ -220,36 +221,38 @@ TEST_F(StoreTest, ChildrenIndexTracksAddAndRemove) {
     auto store = OpenStore();
     ASSERT_NE(store, nullptr);
     Batch b;
-    b.AddChild("p", "c1");
-    b.AddChild("p", "c2");
-    b.AddChild("q", "c3");
+    b.AddChild("", "p", "c1");
+    b.AddChild("", "p", "c2");
+    b.AddChild("", "q", "c3");
     ASSERT_TRUE(store->Commit(b).ok());
     Batch r;
-    r.RemoveChild("p", "c1");
+    r.RemoveChild("", "p", "c1");
     ASSERT_TRUE(store->Commit(r).ok());
   }
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   auto children = store->LoadChildren();
   ASSERT_TRUE(children.ok());
-  std::set<std::pair<std::string, std::string>> got(children->begin(), children->end());
+  std::set<std::pair<std::string, std::string>> got;
+  for (const auto& link : *children) got.emplace(link.parent, link.child);
   std::set<std::pair<std::string, std::string>> want = {{"p", "c2"}, {"q", "c3"}};
   EXPECT_EQ(got, want);
 }
 
 TEST_F(StoreTest, ChildrenIndexKeepsAmbiguousSplitsApart) {
   // ("a", "bc") and ("ab", "c") concatenate to the same bytes; NUL bytes too.
-  EXPECT_NE(ChildIndexKey("a", "bc"), ChildIndexKey("ab", "c"));
+  EXPECT_NE(ChildIndexKey("", "a", "bc"), ChildIndexKey("", "ab", "c"));
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   Batch b;
-  b.AddChild("a", "bc");
-  b.AddChild("ab", "c");
-  b.AddChild(std::string("x\0", 2), std::string("\0y", 2));
+  b.AddChild("", "a", "bc");
+  b.AddChild("", "ab", "c");
+  b.AddChild("", std::string("x\0", 2), std::string("\0y", 2));
   ASSERT_TRUE(store->Commit(b).ok());
   auto children = store->LoadChildren();
   ASSERT_TRUE(children.ok());
-  std::set<std::pair<std::string, std::string>> got(children->begin(), children->end());
+  std::set<std::pair<std::string, std::string>> got;
+  for (const auto& link : *children) got.emplace(link.parent, link.child);
   std::set<std::pair<std::string, std::string>> want = {
       {"a", "bc"}, {"ab", "c"}, {std::string("x\0", 2), std::string("\0y", 2)}};
   EXPECT_EQ(got, want);
@@ -338,8 +341,9 @@ TEST_F(StoreTest, UndecodableRecordIsDataLossNamingPathAndKey) {
   WithRawDb([&](rocksdb::DB* db, const auto& families, const auto& handles) {
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    ASSERT_TRUE(
-        db->Put(wo, Family(families, handles, "snapshots"), "broken", "\xff\xff\xff\xff").ok());
+    ASSERT_TRUE(db->Put(wo, Family(families, handles, "snapshots"), std::string(8, '\0') + "broken",
+                        "\xff\xff\xff\xff")
+                    .ok());
   });
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
@@ -348,7 +352,7 @@ TEST_F(StoreTest, UndecodableRecordIsDataLossNamingPathAndKey) {
   EXPECT_EQ(records.status().code(), Code::kDataLoss);
   EXPECT_NE(records.status().message().find(path_), std::string::npos);
   EXPECT_NE(records.status().message().find("broken"), std::string::npos);
-  EXPECT_EQ(store->GetSnapshot("broken").status().code(), Code::kDataLoss);
+  EXPECT_EQ(store->GetSnapshot("", "broken").status().code(), Code::kDataLoss);
 }
 
 TEST_F(StoreTest, SecondOpenOfSameStoreIsFailedPrecondition) {
@@ -385,7 +389,7 @@ TEST_F(StoreTest, AppliedBatchIsReadableBeforeItIsDurable) {
   b.PutSnapshot(Record("k", 1));
   auto ticket = store->Apply(b);
   ASSERT_TRUE(ticket.ok());
-  EXPECT_TRUE(store->GetSnapshot("k").ok());
+  EXPECT_TRUE(store->GetSnapshot("", "k").ok());
   EXPECT_TRUE(store->WaitDurable(*ticket).ok());
 }
 
@@ -404,7 +408,7 @@ TEST_F(StoreTest, GroupCommitFromManyThreadsKeepsEveryBatch) {
           Batch b;
           uint64_t id = static_cast<uint64_t>(t * kPerThread + i + 1);
           b.PutSnapshot(Record("t" + std::to_string(t) + "/" + std::to_string(i), id));
-          b.AddChild("parent-" + std::to_string(t), std::to_string(i));
+          b.AddChild("", "parent-" + std::to_string(t), std::to_string(i));
           auto ticket = store->Apply(b);
           if (!ticket.ok() || !store->WaitDurable(*ticket).ok()) {
             failures++;
@@ -444,11 +448,38 @@ TEST_F(StoreTest, ConcurrentCommitsOfOneKeyLeaveOneOfTheWrittenValues) {
     });
   }
   for (auto& th : threads) th.join();
-  auto r = store->GetSnapshot("shared");
+  auto r = store->GetSnapshot("", "shared");
   ASSERT_TRUE(r.ok());
   EXPECT_GE(r->id, 1u);
   EXPECT_LE(r->id, 8u);
   EXPECT_EQ(r->created_unix_nanos, 1000 + static_cast<int64_t>(r->id));
+}
+
+TEST_F(StoreTest, SnapshotterNamesAreSeparateKeySpaces) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  SnapshotRecord a = Record("k", 1, SnapshotKind::kActive, "");
+  a.snapshotter = "containerd";
+  SnapshotRecord b = Record("k", 2, SnapshotKind::kCommitted, "");
+  b.snapshotter = "strata";
+  Batch batch;
+  batch.PutSnapshot(a);
+  batch.PutSnapshot(b);
+  batch.AddChild("containerd", "p", "c");
+  ASSERT_TRUE(store->Commit(batch).ok());
+  EXPECT_EQ(store->GetSnapshot("containerd", "k")->id, 1u);
+  EXPECT_EQ(store->GetSnapshot("strata", "k")->id, 2u);
+  EXPECT_TRUE(store->GetSnapshot("", "k").status().IsNotFound());
+  auto all = store->LoadSnapshots();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  auto children = store->LoadChildren();
+  ASSERT_TRUE(children.ok());
+  ASSERT_EQ(children->size(), 1u);
+  EXPECT_EQ((*children)[0].snapshotter, "containerd");
+  EXPECT_EQ((*children)[0].parent, "p");
+  EXPECT_EQ((*children)[0].child, "c");
+  EXPECT_NE(ChildIndexKey("a", "b", "c"), ChildIndexKey("ab", "", "c"));
 }
 
 }  // namespace

@@ -640,7 +640,7 @@ class SnapshotsApiTest : public ::testing::Test {
   }
 
   std::string SnapshotDirOf(const std::string& key) {
-    auto path = overlay_->FsPath(key);
+    auto path = overlay_->FsPath("strata", key);
     EXPECT_TRUE(path.ok()) << path.status().ToString();
     return path.ok() ? fs::DirName(*path) : "";
   }
@@ -1564,7 +1564,7 @@ TEST_F(SnapshotsApiTest, UsageIsMeasuredForActiveAndStoredForCommitted) {
   EXPECT_EQ(committed_inodes, inodes);
 
   // Stored at commit: not measured again.
-  auto fs_path = overlay_->FsPath("c");
+  auto fs_path = overlay_->FsPath("strata", "c");
   ASSERT_TRUE(fs_path.ok());
   ASSERT_TRUE(fs::WriteFileAtomic(*fs_path + "/sneaked-in", std::string(64 << 10, 'x')).ok());
   ASSERT_RPC_OK(Usage("c", &committed_size, &committed_inodes));
@@ -1784,6 +1784,54 @@ TEST_F(SnapshotsApiTest, ConcurrentConflictingCallsGetProperCodesAndLeaveConsist
   ASSERT_RPC_OK(Cleanup());
   EXPECT_TRUE(Eventually([&] { return SnapshotDirEntries().empty(); }));
   ExpectNoProblems();
+}
+
+TEST_F(SnapshotsApiTest, EachSnapshotterNameIsASeparateSetOfSnapshots) {
+  // containerd's GC removes every snapshot of its snapshotter it did not create;
+  // snapshots made under another name must be invisible to it.
+  ASSERT_RPC_OK(Prepare("shared-key", ""));
+  auto other = [&](auto make_request) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    return make_request(ctx);
+  };
+  grpc::Status st = other([&](grpc::ClientContext& ctx) {
+    pb::PrepareSnapshotRequest req;
+    req.set_snapshotter("other");
+    req.set_key("shared-key");
+    pb::PrepareSnapshotResponse resp;
+    return snapshots_->Prepare(&ctx, req, &resp);
+  });
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  st = other([&](grpc::ClientContext& ctx) {
+    pb::CommitSnapshotRequest req;
+    req.set_snapshotter("other");
+    req.set_name("other-base");
+    req.set_key("shared-key");
+    google::protobuf::Empty resp;
+    return snapshots_->Commit(&ctx, req, &resp);
+  });
+  ASSERT_TRUE(st.ok()) << st.error_message();
+
+  // Under "strata" only its own snapshot is visible; the other name's parent is unknown.
+  EXPECT_EQ(ListNames({}), std::vector<std::string>{"shared-key"});
+  pb::Info info;
+  ASSERT_RPC_OK(Stat("shared-key", &info));
+  EXPECT_EQ(info.kind(), pb::ACTIVE);
+  EXPECT_EQ(Prepare("child", "other-base").error_code(), grpc::StatusCode::NOT_FOUND);
+
+  st = other([&](grpc::ClientContext& ctx) {
+    pb::RemoveSnapshotRequest req;
+    req.set_snapshotter("other");
+    req.set_key("other-base");
+    google::protobuf::Empty resp;
+    return snapshots_->Remove(&ctx, req, &resp);
+  });
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_RPC_OK(Stat("shared-key", &info));
+  auto check = overlay_->Check(false);
+  ASSERT_TRUE(check.ok());
+  EXPECT_TRUE(check->empty());
 }
 
 }  // namespace
