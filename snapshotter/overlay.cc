@@ -119,14 +119,21 @@ class OverlayImpl : public Overlay {
   Result<Info> Stat(const std::string& ns, const std::string& key) {
     Info info;
     uint64_t ticket = 0;
+    bool missing = false;
     {
       std::shared_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      ticket = store_->LastTicket();
       auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) return NotFoundError(key);
-      info = ToInfo(it->second.record);
+      if (it == by_key_.end()) {
+        ticket = store_->LastTicket();
+        missing = true;
+      } else {
+        // Only this record's own last write must be durable before it is shown.
+        ticket = it->second.ticket;
+        info = ToInfo(it->second.record);
+      }
     }
+    if (missing) return NotFoundWhenDurable(key, ticket);
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
     return info;
   }
@@ -172,6 +179,7 @@ class OverlayImpl : public Overlay {
       batch.PutSnapshot(updated);
       ASSIGN_OR_RETURN(ticket, store_->Apply(batch));
       it->second.record = std::move(updated);
+      it->second.ticket = ticket;
       out = ToInfo(it->second.record);
     }
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
@@ -182,20 +190,26 @@ class OverlayImpl : public Overlay {
     Usage usage;
     uint64_t id = 0;
     uint64_t ticket = 0;
+    bool missing = false;
     {
       std::shared_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      ticket = store_->LastTicket();
       auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) return NotFoundError(key);
-      const SnapshotRecord& r = it->second.record;
-      if (r.kind == SnapshotKind::kActive) {
-        id = r.id;
+      if (it == by_key_.end()) {
+        ticket = store_->LastTicket();
+        missing = true;
       } else {
-        usage.size_bytes = r.usage_size_bytes;
-        usage.inodes = r.usage_inodes;
+        ticket = it->second.ticket;
+        const SnapshotRecord& r = it->second.record;
+        if (r.kind == SnapshotKind::kActive) {
+          id = r.id;
+        } else {
+          usage.size_bytes = r.usage_size_bytes;
+          usage.inodes = r.usage_inodes;
+        }
       }
     }
+    if (missing) return NotFoundWhenDurable(key, ticket);
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
     if (id != 0) {
       ASSIGN_OR_RETURN(fs::DiskUsage du, fs::UsageOf(UpperPath(id)));
@@ -208,18 +222,24 @@ class OverlayImpl : public Overlay {
   Result<std::vector<Mount>> Mounts(const std::string& ns, const std::string& key) {
     std::vector<Mount> mounts;
     uint64_t ticket = 0;
+    bool missing = false;
     {
       std::shared_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      ticket = store_->LastTicket();
       auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) return NotFoundError(key);
-      if (it->second.record.kind == SnapshotKind::kCommitted) {
-        return Status::FailedPrecondition("requested snapshot " + Quote(key) +
-                                          " not active or view");
+      if (it == by_key_.end()) {
+        ticket = store_->LastTicket();
+        missing = true;
+      } else {
+        ticket = it->second.ticket;
+        if (it->second.record.kind == SnapshotKind::kCommitted) {
+          return Status::FailedPrecondition("requested snapshot " + Quote(key) +
+                                            " not active or view");
+        }
+        mounts = MountsLocked(it->second.record);
       }
-      mounts = MountsLocked(it->second.record);
     }
+    if (missing) return NotFoundWhenDurable(key, ticket);
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
     return mounts;
   }
@@ -252,7 +272,7 @@ class OverlayImpl : public Overlay {
     {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      if (by_key_.count(Ref(ns, name)) != 0) {
+      if (by_key_.count(Ref(ns, name)) != 0 || creating_.count(Ref(ns, name)) != 0) {
         return Status::AlreadyExists("committed snapshot " + Quote(name) + ": already exists");
       }
       auto it = by_key_.find(Ref(ns, key));
@@ -296,7 +316,7 @@ class OverlayImpl : public Overlay {
       }
       int children = it->second.children;
       by_key_.erase(it);
-      by_key_.emplace(Ref(ns, name), Entry{std::move(committed), children});
+      by_key_.emplace(Ref(ns, name), Entry{std::move(committed), children, ticket});
     }
     return store_->WaitDurable(ticket);
   }
@@ -490,11 +510,20 @@ class OverlayImpl : public Overlay {
  private:
   struct Entry {
     SnapshotRecord record;
-    int children = 0;
+    int children = 0;     // committed children plus children being created
+    uint64_t ticket = 0;  // store ticket of the last write of this record
   };
 
   static Status NotFoundError(const std::string& key) {
     return Status::NotFound("snapshot " + Quote(key) + " does not exist");
+  }
+
+  // NotFound for a read, reported only once every write so far is durable: the
+  // absence may come from a Remove that must not be visible before it is. Call
+  // without holding mu_, with a ticket read under it.
+  Status NotFoundWhenDurable(const std::string& key, uint64_t ticket) {
+    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    return NotFoundError(key);
   }
 
   Status CheckOpen() const {
@@ -516,30 +545,32 @@ class OverlayImpl : public Overlay {
                                             const Labels& labels) {
     if (key.empty()) return Status::InvalidArgument("snapshot key must not be empty");
     RETURN_IF_ERROR(ValidateLabels(labels));
-    std::vector<Mount> mounts;
-    uint64_t ticket = 0;
+    const std::string ref = Ref(ns, key);
+    const std::string parent_ref = Ref(ns, parent);
+    SnapshotRecord r;
+    uint64_t parent_id = 0;
+    // 1. Under the lock: validate, take an id, reserve the key and pin the parent (its
+    //    child count includes children being created, so it cannot be removed).
     {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      if (by_key_.count(Ref(ns, key)) != 0) {
+      if (by_key_.count(ref) != 0 || creating_.count(ref) != 0) {
         return Status::AlreadyExists("snapshot " + Quote(key) + ": already exists");
       }
-      const SnapshotRecord* parent_record = nullptr;
       if (!parent.empty()) {
-        auto p = by_key_.find(Ref(ns, parent));
+        auto p = by_key_.find(parent_ref);
         if (p == by_key_.end()) {
           return Status::NotFound("parent snapshot " + Quote(parent) + " does not exist");
         }
         if (p->second.record.kind != SnapshotKind::kCommitted) {
           return Status::InvalidArgument("parent " + Quote(parent) + " is not committed snapshot");
         }
-        parent_record = &p->second.record;
+        parent_id = p->second.record.id;
+        p->second.children++;
       }
-
-      SnapshotRecord r;
       r.snapshotter = ns;
       r.key = key;
-      r.id = next_id_;
+      r.id = next_id_++;
       r.kind = kind;
       r.parent = parent;
       r.labels = labels;
@@ -547,44 +578,55 @@ class OverlayImpl : public Overlay {
         l = l->second.empty() ? r.labels.erase(l) : std::next(l);
       }
       r.created_unix_nanos = r.updated_unix_nanos = NowUnixNanos();
+      creating_.emplace(ref, r.id);
+    }
 
-      // Directories first, then the record: a crash in between leaves an orphan
-      // directory that start-up removes, never a record without its directory.
-      Status s = MakeSnapshotDirs(r.id, kind, parent_record);
-      if (!s.ok()) {
+    // 2. Without the lock: directories first, then the record. A crash in between
+    //    leaves an orphan directory that start-up removes, never a record without
+    //    its directory.
+    Status made = MakeSnapshotDirs(r.id, kind, parent_id);
+
+    // 3. Under the lock again: write the record, or undo the reservation.
+    std::vector<Mount> mounts;
+    uint64_t ticket = 0;
+    {
+      std::unique_lock lock(mu_);
+      auto undo = [&](const Status& why) {
+        creating_.erase(ref);
+        if (!parent.empty()) by_key_.find(parent_ref)->second.children--;
         fs::RemoveAll(SnapshotDir(r.id)).ok();
-        return s.WithContext("failed to create snapshot " + Quote(key));
+        return why;
+      };
+      if (!made.ok()) return undo(made.WithContext("failed to create snapshot " + Quote(key)));
+      if (by_key_.count(ref) != 0) {  // cannot happen: the ref was reserved
+        return undo(Status::Internal("snapshot " + Quote(key) + " appeared during creation"));
       }
       metadata::Batch batch;
       batch.PutSnapshot(r);
       if (!parent.empty()) batch.AddChild(ns, parent, key);
-      batch.SetNextSnapshotId(r.id + 1);
+      batch.SetNextSnapshotId(next_id_);
       auto applied = store_->Apply(batch);
-      if (!applied.ok()) {
-        fs::RemoveAll(SnapshotDir(r.id)).ok();
-        return applied.status();
-      }
+      if (!applied.ok()) return undo(applied.status());
       ticket = *applied;
-      next_id_++;
-      if (!parent.empty()) by_key_.find(Ref(ns, parent))->second.children++;
-      auto inserted = by_key_.emplace(Ref(ns, key), Entry{std::move(r), 0});
+      creating_.erase(ref);
+      auto inserted = by_key_.emplace(ref, Entry{std::move(r), 0, ticket});
       mounts = MountsLocked(inserted.first->second.record);
     }
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
     return mounts;
   }
 
-  Status MakeSnapshotDirs(uint64_t id, SnapshotKind kind, const SnapshotRecord* parent) {
+  Status MakeSnapshotDirs(uint64_t id, SnapshotKind kind, uint64_t parent_id) {
     std::string dir = SnapshotDir(id);
     if (fs::Exists(dir)) RETURN_IF_ERROR(fs::RemoveAll(dir));  // stale leftover
     RETURN_IF_ERROR(fs::MakeDir(dir, 0700));
     RETURN_IF_ERROR(fs::MakeDir(UpperPath(id), 0755));
     if (kind == SnapshotKind::kActive) RETURN_IF_ERROR(fs::MakeDir(WorkPath(id), 0711));
-    if (parent != nullptr) {
+    if (parent_id != 0) {
       // The new layer's root takes the owner of the parent's root, so a container's
       // "/" keeps its owner across layers.
       struct stat st;
-      if (::stat(UpperPath(parent->id).c_str(), &st) == 0 && (st.st_uid != 0 || st.st_gid != 0)) {
+      if (::stat(UpperPath(parent_id).c_str(), &st) == 0 && (st.st_uid != 0 || st.st_gid != 0)) {
         if (::lchown(UpperPath(id).c_str(), st.st_uid, st.st_gid) != 0) {
           return Status::FromErrno(errno, "chown " + UpperPath(id));
         }
@@ -627,8 +669,10 @@ class OverlayImpl : public Overlay {
 
   // Entries of <root>/snapshots whose removal is durable and that no record uses.
   Result<std::vector<std::string>> FindOrphans() {
-    // List first, then read the live ids: an id whose directory we listed was created
-    // under the write lock, so its record (if any) is visible once we hold the lock.
+    // List first, then read the live ids: an id whose directory we listed was
+    // allocated under the lock before the directory was made, so once we hold the
+    // lock it is either a record, a creation in flight, or a failed creation whose
+    // directory is being removed anyway.
     std::vector<std::string> names;
     DIR* dir = ::opendir(snapshots_dir_.c_str());
     if (dir == nullptr) return Status::FromErrno(errno, "open " + snapshots_dir_);
@@ -642,6 +686,8 @@ class OverlayImpl : public Overlay {
     {
       std::shared_lock lock(mu_);
       for (const auto& [ref, e] : by_key_) live.insert(std::to_string(e.record.id));
+      // Directories of snapshots being created exist before their records.
+      for (const auto& [ref, id] : creating_) live.insert(std::to_string(id));
       ticket = store_->LastTicket();
     }
     // A directory may go only once the removal of its record is durable.
@@ -680,6 +726,8 @@ class OverlayImpl : public Overlay {
   mutable std::shared_mutex mu_;
   bool closed_ = false;
   std::unordered_map<std::string, Entry> by_key_;
+  // Prepare/View calls in flight: reserved ref -> allocated id.
+  std::unordered_map<std::string, uint64_t> creating_;
   uint64_t next_id_ = 1;
 
   std::mutex remove_mu_;
