@@ -6,16 +6,36 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <set>
 #include <utility>
 #include <vector>
 
 namespace strata::fs {
 
+namespace {
+
+// The process umask, read once from /proc (umask(2) cannot read it without changing
+// it, which would race with other threads).
+mode_t ProcessUmask() {
+  static const mode_t mask = [] {
+    auto status = ReadFile("/proc/self/status");
+    if (!status.ok()) return static_cast<mode_t>(0777);  // unknown: always chmod
+    auto pos = status->find("Umask:");
+    if (pos == std::string::npos) return static_cast<mode_t>(0777);
+    return static_cast<mode_t>(std::strtoul(status->c_str() + pos + 6, nullptr, 8));
+  }();
+  return mask;
+}
+
+}  // namespace
+
 Status MakeDir(const std::string& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) != 0) return Status::FromErrno(errno, "mkdir " + path);
-  // mkdir honours the umask; set the exact mode asked for.
-  if (::chmod(path.c_str(), mode) != 0) return Status::FromErrno(errno, "chmod " + path);
+  // mkdir honours the umask; set the exact mode asked for when the umask changed it.
+  if ((mode & ProcessUmask()) != 0 && ::chmod(path.c_str(), mode) != 0) {
+    return Status::FromErrno(errno, "chmod " + path);
+  }
   return Status::Ok();
 }
 

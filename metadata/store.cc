@@ -156,8 +156,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   options.max_background_jobs = 2;
   options.keep_log_file_num = 4;
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
-  // Reusing WAL files keeps fdatasync from having to update the file size.
-  options.recycle_log_file_num = 4;
+  // WAL files are not recycled: appending makes each fdatasync also commit the
+  // filesystem journal (ext4, xfs), which carries the directories created for a
+  // snapshot before its record. A recycled log would skip that journal commit.
 
   // Open every family present (a newer schema may have added some) so that the schema
   // check below, not RocksDB, decides whether we can use the store.

@@ -2,7 +2,9 @@
 
 #include <dirent.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -700,6 +702,11 @@ class OverlayImpl : public Overlay {
   }
 
   void RemoverLoop() {
+    // Deleting trees is background work: lowest CPU and I/O priority for this thread,
+    // so it does not slow the calls clients wait for.
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
+    constexpr int kIoprioClassIdle = 3;
+    ::syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, ::gettid(), kIoprioClassIdle << 13);
     std::unique_lock<std::mutex> lock(remove_mu_);
     for (;;) {
       remove_cv_.wait(lock, [this] { return stop_remover_ || !remove_queue_.empty(); });

@@ -98,6 +98,10 @@ Status RunDaemon(const DaemonConfig& config) {
   builder.AddListeningPort("unix:" + config.address, grpc::InsecureServerCredentials());
   builder.SetMaxReceiveMessageSize(16 << 20);
   builder.SetMaxSendMessageSize(16 << 20);
+  // Handlers block while their write is fsynced (group commit); keep enough polling
+  // threads alive that gRPC does not create and destroy one per call under load.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 2);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 64);
   builder.RegisterService(snapshots.get());
   builder.RegisterService(admin.get());
   // The socket is created with the process umask; tighten it before it is bound.
