@@ -56,57 +56,102 @@ Status MakeDirs(const std::string& path, mode_t mode) {
 
 namespace {
 
-// Removes the contents of the directory open as `dirfd`, then nothing else.
-Status RemoveContents(int dirfd, const std::string& display) {
-  DIR* dir = ::fdopendir(dirfd);
+// One directory being walked: its name in its parent, and the subdirectories still
+// to visit.
+struct Frame {
+  std::string name;
+  std::vector<std::string> subdirs;
+};
+
+// Reads all entries of the directory open as `dirfd` (the fd stays open). Calls
+// `on_entry(name, is_dir)` for each entry but "." and "..".
+template <typename OnEntry>
+Status ReadEntries(int dirfd, const std::string& display, OnEntry on_entry) {
+  int dup_fd = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+  if (dup_fd < 0) return Status::FromErrno(errno, "dup " + display);
+  DIR* dir = ::fdopendir(dup_fd);
   if (dir == nullptr) {
     int err = errno;
-    ::close(dirfd);
+    ::close(dup_fd);
     return Status::FromErrno(err, "opendir " + display);
   }
-  struct stat self;
-  ::fstat(dirfd, &self);
-  std::vector<std::pair<std::string, bool>> entries;
+  ::rewinddir(dir);
   while (struct dirent* e = ::readdir(dir)) {
     std::string name = e->d_name;
     if (name == "." || name == "..") continue;
     bool is_dir = e->d_type == DT_DIR;
     if (e->d_type == DT_UNKNOWN) {
       struct stat st;
-      if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+      if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
         is_dir = S_ISDIR(st.st_mode);
+      }
     }
-    entries.emplace_back(std::move(name), is_dir);
+    on_entry(name, is_dir);
+  }
+  ::closedir(dir);
+  return Status::Ok();
+}
+
+// Walks the tree under the directory open as `root_fd` depth first, holding one
+// directory fd at a time (it climbs back with ".."), so depth is bounded neither by the
+// open-file limit nor by the stack. For each directory, `visit(fd, display, subdirs)`
+// sees its entries and fills `subdirs` with the subdirectories to descend into;
+// `leave(parent_fd, name)` runs after a subdirectory was walked. Does not descend into
+// other file systems (mount points) or through symlinks. Takes ownership of root_fd.
+template <typename Visit, typename Leave>
+Status WalkTree(int root_fd, const std::string& root_display, Visit visit, Leave leave) {
+  struct stat root_st;
+  if (::fstat(root_fd, &root_st) != 0) {
+    int err = errno;
+    ::close(root_fd);
+    return Status::FromErrno(err, "stat " + root_display);
   }
   Status result;
-  for (const auto& [name, is_dir] : entries) {
-    if (is_dir) {
-      int child = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = root_fd;
+  std::vector<Frame> stack;
+  stack.push_back({"", {}});
+  std::string display = root_display;
+  result = visit(fd, display, stack.back().subdirs);
+  while (!stack.empty()) {
+    Frame& top = stack.back();
+    if (!top.subdirs.empty()) {
+      std::string name = std::move(top.subdirs.back());
+      top.subdirs.pop_back();
+      int child = ::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (child < 0) {
-        if (errno == ENOENT) continue;
-        result = Status::FromErrno(errno, "open " + display + "/" + name);
+        if (errno != ENOENT) result = Status::FromErrno(errno, "open " + display + "/" + name);
         continue;
       }
       struct stat st;
-      if (::fstat(child, &st) == 0 && st.st_dev != self.st_dev) {
+      if (::fstat(child, &st) != 0 || st.st_dev != root_st.st_dev) {
         ::close(child);
         result =
             Status::FailedPrecondition("refusing to cross mount point " + display + "/" + name);
         continue;
       }
-      Status s = RemoveContents(child, display + "/" + name);
-      if (!s.ok()) {
-        result = s;
-        continue;
-      }
-      if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-        result = Status::FromErrno(errno, "rmdir " + display + "/" + name);
-      }
-    } else if (::unlinkat(dirfd, name.c_str(), 0) != 0 && errno != ENOENT) {
-      result = Status::FromErrno(errno, "unlink " + display + "/" + name);
+      ::close(fd);
+      fd = child;
+      display += "/" + name;
+      stack.push_back({name, {}});
+      Status s = visit(fd, display, stack.back().subdirs);
+      if (!s.ok()) result = s;
+      continue;
     }
+    // Done with this directory: climb back to its parent.
+    std::string name = std::move(top.name);
+    stack.pop_back();
+    if (stack.empty()) break;
+    int parent = ::openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::close(fd);
+    if (parent < 0) {
+      return Status::FromErrno(errno, "open parent of " + display);
+    }
+    fd = parent;
+    display.resize(display.size() - name.size() - 1);
+    Status s = leave(fd, display, name);
+    if (!s.ok()) result = s;
   }
-  ::closedir(dir);
+  ::close(fd);
   return result;
 }
 
@@ -119,8 +164,9 @@ Status RemoveAll(const std::string& path) {
     return Status::FromErrno(errno, "lstat " + path);
   }
   if (!S_ISDIR(st.st_mode)) {
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
       return Status::FromErrno(errno, "unlink " + path);
+    }
     return Status::Ok();
   }
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -128,9 +174,30 @@ Status RemoveAll(const std::string& path) {
     if (errno == ENOENT) return Status::Ok();  // removed concurrently: done all the same
     return Status::FromErrno(errno, "open " + path);
   }
-  RETURN_IF_ERROR(RemoveContents(fd, path));
-  if (::rmdir(path.c_str()) != 0 && errno != ENOENT)
+  Status walked = WalkTree(
+      fd, path,
+      [](int dirfd, const std::string& display, std::vector<std::string>& subdirs) {
+        std::vector<std::string> files;
+        Status s = ReadEntries(dirfd, display, [&](const std::string& name, bool is_dir) {
+          (is_dir ? subdirs : files).push_back(name);
+        });
+        for (const auto& name : files) {
+          if (::unlinkat(dirfd, name.c_str(), 0) != 0 && errno != ENOENT) {
+            s = Status::FromErrno(errno, "unlink " + display + "/" + name);
+          }
+        }
+        return s;
+      },
+      [](int parent_fd, const std::string& display, const std::string& name) {
+        if (::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+          return Status::FromErrno(errno, "rmdir " + display + "/" + name);
+        }
+        return Status::Ok();
+      });
+  RETURN_IF_ERROR(walked);
+  if (::rmdir(path.c_str()) != 0 && errno != ENOENT) {
     return Status::FromErrno(errno, "rmdir " + path);
+  }
   return Status::Ok();
 }
 
@@ -200,33 +267,6 @@ bool Exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-namespace {
-
-void AddUsage(int dirfd, dev_t dev, std::set<std::pair<dev_t, ino_t>>& seen, DiskUsage& usage) {
-  DIR* dir = ::fdopendir(dirfd);
-  if (dir == nullptr) {
-    ::close(dirfd);
-    return;
-  }
-  while (struct dirent* e = ::readdir(dir)) {
-    std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
-    struct stat st;
-    if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    if (seen.insert({st.st_dev, st.st_ino}).second) {
-      usage.inodes++;
-      usage.size_bytes += static_cast<int64_t>(st.st_blocks) * 512;
-    }
-    if (S_ISDIR(st.st_mode) && st.st_dev == dev) {
-      int child = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (child >= 0) AddUsage(child, dev, seen, usage);
-    }
-  }
-  ::closedir(dir);
-}
-
-}  // namespace
-
 Result<DiskUsage> UsageOf(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "lstat " + path);
@@ -235,11 +275,26 @@ Result<DiskUsage> UsageOf(const std::string& path) {
   seen.insert({st.st_dev, st.st_ino});
   usage.inodes = 1;
   usage.size_bytes = static_cast<int64_t>(st.st_blocks) * 512;
-  if (S_ISDIR(st.st_mode)) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return Status::FromErrno(errno, "open " + path);
-    AddUsage(fd, st.st_dev, seen, usage);
-  }
+  if (!S_ISDIR(st.st_mode)) return usage;
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  const dev_t dev = st.st_dev;
+  Status walked = WalkTree(
+      fd, path,
+      [&](int dirfd, const std::string& display, std::vector<std::string>& subdirs) {
+        return ReadEntries(dirfd, display, [&](const std::string& name, bool) {
+          struct stat est;
+          if (::fstatat(dirfd, name.c_str(), &est, AT_SYMLINK_NOFOLLOW) != 0) return;
+          if (seen.insert({est.st_dev, est.st_ino}).second) {
+            usage.inodes++;
+            usage.size_bytes += static_cast<int64_t>(est.st_blocks) * 512;
+          }
+          if (S_ISDIR(est.st_mode) && est.st_dev == dev) subdirs.push_back(name);
+        });
+      },
+      [](int, const std::string&, const std::string&) { return Status::Ok(); });
+  // Mount points below are skipped, as containerd's walk does; other errors count.
+  if (!walked.ok() && !walked.IsFailedPrecondition()) return walked;
   return usage;
 }
 

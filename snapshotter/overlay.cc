@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -97,6 +98,15 @@ class OverlayImpl : public Overlay {
   Status Load() {
     RETURN_IF_ERROR(fs::MakeDirs(root_, 0700));
     RETURN_IF_ERROR(fs::MakeDirs(snapshots_dir_, 0700));
+    // On ext4 and xfs the fdatasync that makes a record durable also commits the
+    // journal holding the directories created before it; elsewhere (btrfs, ...) the
+    // new directories are fsynced explicitly before their record is written.
+    struct statfs sfs;
+    if (::statfs(snapshots_dir_.c_str(), &sfs) == 0) {
+      constexpr long kExt4 = 0xEF53, kXfs = 0x58465342, kTmpfs = 0x01021994;
+      long type = static_cast<long>(sfs.f_type);
+      sync_directories_ = type != kExt4 && type != kXfs && type != kTmpfs;
+    }
     ASSIGN_OR_RETURN(auto records, store_->LoadSnapshots());
     ASSIGN_OR_RETURN(next_id_, store_->NextSnapshotId());
     for (auto& r : records) {
@@ -111,7 +121,11 @@ class OverlayImpl : public Overlay {
     }
     // Reconcile: directories without a record are leftovers of an interrupted
     // Prepare or of a Remove whose directory deletion did not finish.
-    RETURN_IF_ERROR(Cleanup());
+    Status cleaned = Cleanup();
+    if (!cleaned.ok()) {
+      spdlog::warn("start-up cleanup incomplete (retried by the next Cleanup): {}",
+                   cleaned.ToString());
+    }
     if (options_.background_cleanup) {
       remover_ = std::thread([this] { RemoverLoop(); });
     }
@@ -238,7 +252,7 @@ class OverlayImpl : public Overlay {
           return Status::FailedPrecondition("requested snapshot " + Quote(key) +
                                             " not active or view");
         }
-        mounts = MountsLocked(it->second.record);
+        ASSIGN_OR_RETURN(mounts, MountsLocked(it->second.record));
       }
     }
     if (missing) return NotFoundWhenDurable(key, ticket);
@@ -261,6 +275,10 @@ class OverlayImpl : public Overlay {
     {
       std::shared_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
+      // As containerd: a taken name is reported before anything about the key.
+      if (by_key_.count(Ref(ns, name)) != 0 || creating_.count(Ref(ns, name)) != 0) {
+        return Status::AlreadyExists("committed snapshot " + Quote(name) + ": already exists");
+      }
       auto it = by_key_.find(Ref(ns, key));
       if (it == by_key_.end()) return NotFoundError(key);
       if (it->second.record.kind != SnapshotKind::kActive) {
@@ -342,7 +360,9 @@ class OverlayImpl : public Overlay {
       if (!parent.empty()) batch.RemoveChild(ns, parent, key);
       ASSIGN_OR_RETURN(ticket, store_->Apply(batch));
       id = it->second.record.id;
-      if (!parent.empty()) by_key_.find(Ref(ns, parent))->second.children--;
+      if (auto p = by_key_.find(Ref(ns, parent)); !parent.empty() && p != by_key_.end()) {
+        p->second.children--;
+      }
       by_key_.erase(it);
       std::lock_guard<std::mutex> removal_lock(remove_mu_);
       removed_ids_.insert(id);  // its directory is now expected to go, not an orphan
@@ -424,8 +444,9 @@ class OverlayImpl : public Overlay {
       for (uint64_t id : removed_ids_) removed.insert(std::to_string(id));
     }
     for (const auto& name : orphans) {
-      // Directories of removed snapshots are awaiting the remover or Cleanup.
-      if (removed.count(name) != 0) continue;
+      // Directories of removed snapshots are awaiting the remover or Cleanup; one that
+      // is already gone was removed while we looked.
+      if (removed.count(name) != 0 || !fs::Exists(snapshots_dir_ + "/" + name)) continue;
       Problem p{"orphan-directory", snapshots_dir_ + "/" + name + " belongs to no snapshot"};
       if (repair) p.repaired = fs::RemoveAll(snapshots_dir_ + "/" + name).ok();
       problems.push_back(std::move(p));
@@ -556,17 +577,20 @@ class OverlayImpl : public Overlay {
     {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
-      if (by_key_.count(ref) != 0 || creating_.count(ref) != 0) {
-        return Status::AlreadyExists("snapshot " + Quote(key) + ": already exists");
-      }
+      // As containerd: the parent is checked before the key.
+      auto p = parent.empty() ? by_key_.end() : by_key_.find(parent_ref);
       if (!parent.empty()) {
-        auto p = by_key_.find(parent_ref);
         if (p == by_key_.end()) {
           return Status::NotFound("parent snapshot " + Quote(parent) + " does not exist");
         }
         if (p->second.record.kind != SnapshotKind::kCommitted) {
           return Status::InvalidArgument("parent " + Quote(parent) + " is not committed snapshot");
         }
+      }
+      if (by_key_.count(ref) != 0 || creating_.count(ref) != 0) {
+        return Status::AlreadyExists("snapshot " + Quote(key) + ": already exists");
+      }
+      if (p != by_key_.end()) {
         parent_id = p->second.record.id;
         p->second.children++;
       }
@@ -612,7 +636,7 @@ class OverlayImpl : public Overlay {
       ticket = *applied;
       creating_.erase(ref);
       auto inserted = by_key_.emplace(ref, Entry{std::move(r), 0, ticket});
-      mounts = MountsLocked(inserted.first->second.record);
+      ASSIGN_OR_RETURN(mounts, MountsLocked(inserted.first->second.record));
     }
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
     return mounts;
@@ -624,11 +648,18 @@ class OverlayImpl : public Overlay {
     RETURN_IF_ERROR(fs::MakeDir(dir, 0700));
     RETURN_IF_ERROR(fs::MakeDir(UpperPath(id), 0755));
     if (kind == SnapshotKind::kActive) RETURN_IF_ERROR(fs::MakeDir(WorkPath(id), 0711));
+    if (sync_directories_) {
+      RETURN_IF_ERROR(fs::SyncDir(dir));
+      RETURN_IF_ERROR(fs::SyncDir(snapshots_dir_));
+    }
     if (parent_id != 0) {
       // The new layer's root takes the owner of the parent's root, so a container's
       // "/" keeps its owner across layers.
       struct stat st;
-      if (::stat(UpperPath(parent_id).c_str(), &st) == 0 && (st.st_uid != 0 || st.st_gid != 0)) {
+      if (::stat(UpperPath(parent_id).c_str(), &st) != 0) {
+        return Status::FromErrno(errno, "stat " + UpperPath(parent_id));
+      }
+      if (st.st_uid != 0 || st.st_gid != 0) {
         if (::lchown(UpperPath(id).c_str(), st.st_uid, st.st_gid) != 0) {
           return Status::FromErrno(errno, "chown " + UpperPath(id));
         }
@@ -638,20 +669,22 @@ class OverlayImpl : public Overlay {
   }
 
   // Mounts of an active or view record, exactly as containerd's overlayfs snapshotter.
-  std::vector<Mount> MountsLocked(const SnapshotRecord& r) const {
+  Result<std::vector<Mount>> MountsLocked(const SnapshotRecord& r) const {
     std::vector<uint64_t> parent_ids;
     for (std::string p = r.parent; !p.empty();) {
       auto it = by_key_.find(Ref(r.snapshotter, p));
-      if (it == by_key_.end()) break;
+      if (it == by_key_.end()) {
+        return Status::NotFound("missing parent " + Quote(p) + " of snapshot " + Quote(r.key));
+      }
       parent_ids.push_back(it->second.record.id);
       p = it->second.record.parent;
     }
     if (parent_ids.empty()) {
-      return {Mount{
+      return std::vector<Mount>{Mount{
           "bind", UpperPath(r.id), "", {r.kind == SnapshotKind::kView ? "ro" : "rw", "rbind"}}};
     }
     if (r.kind == SnapshotKind::kView && parent_ids.size() == 1) {
-      return {Mount{"bind", UpperPath(parent_ids[0]), "", {"ro", "rbind"}}};
+      return std::vector<Mount>{Mount{"bind", UpperPath(parent_ids[0]), "", {"ro", "rbind"}}};
     }
     std::vector<std::string> options;
     if (index_off_) options.emplace_back("index=off");
@@ -666,7 +699,7 @@ class OverlayImpl : public Overlay {
       lower += UpperPath(parent_ids[i]);
     }
     options.push_back(std::move(lower));
-    return {Mount{"overlay", "overlay", "", std::move(options)}};
+    return std::vector<Mount>{Mount{"overlay", "overlay", "", std::move(options)}};
   }
 
   // Entries of <root>/snapshots whose removal is durable and that no record uses.
@@ -719,7 +752,8 @@ class OverlayImpl : public Overlay {
       if (!s.ok()) spdlog::warn("background removal of {}: {}", SnapshotDir(id), s.ToString());
       lock.lock();
       remove_queue_.pop_front();
-      if (s.ok()) removed_ids_.erase(id);
+      // On failure the directory is left to Cleanup and shows up in Check again.
+      removed_ids_.erase(id);
     }
   }
 
@@ -729,6 +763,7 @@ class OverlayImpl : public Overlay {
   const OverlayOptions options_;
   bool index_off_ = false;
   bool userxattr_ = false;
+  bool sync_directories_ = true;
 
   mutable std::shared_mutex mu_;
   bool closed_ = false;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -259,6 +260,46 @@ TEST(PathNamesTest, DirNameDropsTheLastComponent) {
   EXPECT_EQ(DirName("/a"), "/");
   EXPECT_EQ(DirName("a"), ".");
   EXPECT_EQ(DirName("a/b"), "a");
+}
+
+// Creates `depth` nested directories "d/d/d/..." under `root` (deeper than PATH_MAX
+// allows to name in one path), each holding one small file.
+void MakeDeepTree(const std::string& root, int depth) {
+  int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < depth; i++) {
+    ASSERT_EQ(::mkdirat(fd, "d", 0755), 0);
+    int file = ::openat(fd, "f", O_WRONLY | O_CREAT, 0644);
+    ASSERT_GE(file, 0);
+    ASSERT_EQ(::write(file, "x", 1), 1);
+    ::close(file);
+    int child = ::openat(fd, "d", O_RDONLY | O_DIRECTORY);
+    ::close(fd);
+    ASSERT_GE(child, 0);
+    fd = child;
+  }
+  ::close(fd);
+}
+
+// A container can build a tree of any depth in its layer; walking it must need neither
+// one file descriptor nor one stack frame per level.
+TEST_F(FsTest, DeepTreesAreMeasuredAndRemovedWithFewFileDescriptors) {
+  const std::string root = dir_ + "/deep";
+  ASSERT_TRUE(MakeDirs(root).ok());
+  constexpr int kDepth = 3000;  // "d/" x 3000 is longer than PATH_MAX
+  ASSERT_NO_FATAL_FAILURE(MakeDeepTree(root, kDepth));
+  struct rlimit old_limit;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  struct rlimit low = old_limit;
+  low.rlim_cur = 64;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  auto usage = UsageOf(root);
+  Status removed = RemoveAll(root);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  ASSERT_TRUE(usage.ok()) << usage.status().ToString();
+  EXPECT_EQ(usage->inodes, 1 + 2 * kDepth);
+  EXPECT_TRUE(removed.ok()) << removed.ToString();
+  EXPECT_FALSE(Exists(root));
 }
 
 }  // namespace
