@@ -134,23 +134,10 @@ class OverlayImpl : public Overlay {
 
   Result<Info> Stat(const std::string& ns, const std::string& key) {
     Info info;
-    uint64_t ticket = 0;
-    bool missing = false;
-    {
-      std::shared_lock lock(mu_);
-      RETURN_IF_ERROR(CheckOpen());
-      auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) {
-        ticket = store_->LastTicket();
-        missing = true;
-      } else {
-        // Only this record's own last write must be durable before it is shown.
-        ticket = it->second.ticket;
-        info = ToInfo(it->second.record);
-      }
-    }
-    if (missing) return NotFoundWhenDurable(key, ticket);
-    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    RETURN_IF_ERROR(ReadRecord(ns, key, [&](const SnapshotRecord& r) {
+      info = ToInfo(r);
+      return Status::Ok();
+    }));
     return info;
   }
 
@@ -205,28 +192,15 @@ class OverlayImpl : public Overlay {
   Result<Usage> GetUsage(const std::string& ns, const std::string& key) {
     Usage usage;
     uint64_t id = 0;
-    uint64_t ticket = 0;
-    bool missing = false;
-    {
-      std::shared_lock lock(mu_);
-      RETURN_IF_ERROR(CheckOpen());
-      auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) {
-        ticket = store_->LastTicket();
-        missing = true;
+    RETURN_IF_ERROR(ReadRecord(ns, key, [&](const SnapshotRecord& r) {
+      if (r.kind == SnapshotKind::kActive) {
+        id = r.id;  // measured below, outside the lock
       } else {
-        ticket = it->second.ticket;
-        const SnapshotRecord& r = it->second.record;
-        if (r.kind == SnapshotKind::kActive) {
-          id = r.id;
-        } else {
-          usage.size_bytes = r.usage_size_bytes;
-          usage.inodes = r.usage_inodes;
-        }
+        usage.size_bytes = r.usage_size_bytes;
+        usage.inodes = r.usage_inodes;
       }
-    }
-    if (missing) return NotFoundWhenDurable(key, ticket);
-    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+      return Status::Ok();
+    }));
     if (id != 0) {
       ASSIGN_OR_RETURN(fs::DiskUsage du, fs::UsageOf(UpperPath(id)));
       usage.size_bytes = du.size_bytes;
@@ -237,26 +211,14 @@ class OverlayImpl : public Overlay {
 
   Result<std::vector<Mount>> Mounts(const std::string& ns, const std::string& key) {
     std::vector<Mount> mounts;
-    uint64_t ticket = 0;
-    bool missing = false;
-    {
-      std::shared_lock lock(mu_);
-      RETURN_IF_ERROR(CheckOpen());
-      auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) {
-        ticket = store_->LastTicket();
-        missing = true;
-      } else {
-        ticket = it->second.ticket;
-        if (it->second.record.kind == SnapshotKind::kCommitted) {
-          return Status::FailedPrecondition("requested snapshot " + Quote(key) +
-                                            " not active or view");
-        }
-        ASSIGN_OR_RETURN(mounts, MountsLocked(it->second.record));
+    RETURN_IF_ERROR(ReadRecord(ns, key, [&](const SnapshotRecord& r) -> Status {
+      if (r.kind == SnapshotKind::kCommitted) {
+        return Status::FailedPrecondition("requested snapshot " + Quote(key) +
+                                          " not active or view");
       }
-    }
-    if (missing) return NotFoundWhenDurable(key, ticket);
-    RETURN_IF_ERROR(store_->WaitDurable(ticket));
+      ASSIGN_OR_RETURN(mounts, MountsLocked(r));
+      return Status::Ok();
+    }));
     return mounts;
   }
 
@@ -539,6 +501,30 @@ class OverlayImpl : public Overlay {
 
   static Status NotFoundError(const std::string& key) {
     return Status::NotFound("snapshot " + Quote(key) + " does not exist");
+  }
+
+  // Runs `read` on the record of `key` under the shared lock, then waits until the
+  // record's last write is durable, so nothing a crash could undo is ever shown.
+  // NotFound when absent, reported only once every write so far is durable (the
+  // absence may come from a Remove).
+  template <typename Read>
+  Status ReadRecord(const std::string& ns, const std::string& key, Read read) {
+    uint64_t ticket = 0;
+    bool missing = false;
+    {
+      std::shared_lock lock(mu_);
+      RETURN_IF_ERROR(CheckOpen());
+      auto it = by_key_.find(Ref(ns, key));
+      if (it == by_key_.end()) {
+        ticket = store_->LastTicket();
+        missing = true;
+      } else {
+        ticket = it->second.ticket;
+        RETURN_IF_ERROR(read(it->second.record));
+      }
+    }
+    if (missing) return NotFoundWhenDurable(key, ticket);
+    return store_->WaitDurable(ticket);
   }
 
   // NotFound for a read, reported only once every write so far is durable: the
