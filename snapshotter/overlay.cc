@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -334,7 +335,11 @@ class OverlayImpl : public Overlay {
     if (options_.background_cleanup) {
       std::lock_guard<std::mutex> lock(remove_mu_);
       remove_queue_.push_back(id);
-      remove_cv_.notify_one();
+      // Wake the remover only when it has something new to decide about; otherwise
+      // it is waiting for a quiet moment and checks again by itself.
+      if (remove_queue_.size() == 1 || remove_queue_.size() >= kMaxDeferredRemovals) {
+        remove_cv_.notify_one();
+      }
     }
     return Status::Ok();
   }
@@ -726,10 +731,27 @@ class OverlayImpl : public Overlay {
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
     constexpr int kIoprioClassIdle = 3;
     ::syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, ::gettid(), kIoprioClassIdle << 13);
+    // Removal waits for a quiet moment: deleting directories (and the discards the file
+    // system may issue for them) competes with the fsyncs clients wait for. It goes
+    // ahead anyway once kMaxDeferredRemovals are queued.
+    constexpr auto kQuietPeriod = std::chrono::milliseconds(200);
+    uint64_t last_ticket = store_->LastTicket();
+    auto last_activity = std::chrono::steady_clock::now();
     std::unique_lock<std::mutex> lock(remove_mu_);
     for (;;) {
       remove_cv_.wait(lock, [this] { return stop_remover_ || !remove_queue_.empty(); });
       if (stop_remover_) return;
+      if (remove_queue_.size() < kMaxDeferredRemovals) {
+        auto now = std::chrono::steady_clock::now();
+        if (uint64_t t = store_->LastTicket(); t != last_ticket) {
+          last_ticket = t;
+          last_activity = now;
+        }
+        if (now - last_activity < kQuietPeriod) {
+          remove_cv_.wait_for(lock, kQuietPeriod - (now - last_activity));
+          continue;
+        }
+      }
       // The id stays queued until its directory is gone, so that Check does not
       // report a directory being deleted as an orphan. Only this thread pops.
       uint64_t id = remove_queue_.front();
@@ -762,6 +784,7 @@ class OverlayImpl : public Overlay {
   std::condition_variable remove_cv_;
   std::deque<uint64_t> remove_queue_;
   std::unordered_set<uint64_t> removed_ids_;  // records gone, directories not yet
+  static constexpr size_t kMaxDeferredRemovals = 4096;
 
   std::mutex names_mu_;
   std::map<std::string, std::unique_ptr<Snapshotter>> names_;
