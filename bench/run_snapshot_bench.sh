@@ -123,6 +123,7 @@ wait_for_socket "$containerd_sock" "$containerd_pid" containerd
 run_bench() {  # target address snapshotter args...
   local target=$1 address=$2 snapshotter=$3
   shift 3
+  wait_quiet
   if ! "$bench" --target "$target" --address "$address" --snapshotter "$snapshotter" \
       --namespace strata-bench --lease strata-bench "$@" >>"$results" 2>"$tmp/bench.err"; then
     echo "snapshot_bench failed for $target $*:" >&2
@@ -130,6 +131,25 @@ run_bench() {  # target address snapshotter args...
     exit 1
   fi
   tail -n 1 "$results" >&2
+}
+
+# CPU ticks (user + system) a process has used so far.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# Waits (up to 30 s) until containerd and stratad are idle, so that one target's
+# leftovers (containerd's GC removing directories, stratad's deferred removals) do not
+# run during the next target's measurement.
+wait_quiet() {
+  local before after
+  for _ in $(seq 60); do
+    before=$(($(cpu_ticks "$containerd_pid") + $(cpu_ticks "$stratad_pid")))
+    sleep 0.5
+    after=$(($(cpu_ticks "$containerd_pid") + $(cpu_ticks "$stratad_pid")))
+    ((after - before <= 1)) && return 0
+  done
+  echo "warning: daemons still busy after 30 s" >&2
 }
 
 fsync_probe() {
