@@ -151,7 +151,12 @@ class OverlayImpl : public Overlay {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
       auto it = by_key_.find(Ref(ns, info.name));
-      if (it == by_key_.end()) return NotFoundError(info.name);
+      if (it == by_key_.end()) {
+        // The absence may come from a Remove not yet durable: report it once it is.
+        uint64_t latest = store_->LastTicket();
+        lock.unlock();
+        return NotFoundWhenDurable(info.name, latest);
+      }
       SnapshotRecord updated = it->second.record;
       if (fieldpaths.empty()) {
         updated.labels = info.labels;
@@ -243,7 +248,12 @@ class OverlayImpl : public Overlay {
         return Status::AlreadyExists("committed snapshot " + Quote(name) + ": already exists");
       }
       auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) return NotFoundError(key);
+      if (it == by_key_.end()) {
+        // The absence may come from a Remove not yet durable: report it once it is.
+        uint64_t latest = store_->LastTicket();
+        lock.unlock();
+        return NotFoundWhenDurable(key, latest);
+      }
       if (it->second.record.kind != SnapshotKind::kActive) {
         return Status::FailedPrecondition("snapshot " + Quote(key) + " is not active");
       }
@@ -259,7 +269,12 @@ class OverlayImpl : public Overlay {
         return Status::AlreadyExists("committed snapshot " + Quote(name) + ": already exists");
       }
       auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) return NotFoundError(key);
+      if (it == by_key_.end()) {
+        // The absence may come from a Remove not yet durable: report it once it is.
+        uint64_t latest = store_->LastTicket();
+        lock.unlock();
+        return NotFoundWhenDurable(key, latest);
+      }
       if (it->second.record.kind != SnapshotKind::kActive || it->second.record.id != id) {
         return Status::FailedPrecondition("snapshot " + Quote(key) + " is not active");
       }
@@ -311,7 +326,12 @@ class OverlayImpl : public Overlay {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
       auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) return NotFoundError(key);
+      if (it == by_key_.end()) {
+        // The absence may come from a Remove not yet durable: report it once it is.
+        uint64_t latest = store_->LastTicket();
+        lock.unlock();
+        return NotFoundWhenDurable(key, latest);
+      }
       if (it->second.children > 0) {
         return Status::FailedPrecondition("cannot remove snapshot with child: " + Quote(key) +
                                           " has " + std::to_string(it->second.children) +
