@@ -151,12 +151,7 @@ class OverlayImpl : public Overlay {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
       auto it = by_key_.find(Ref(ns, info.name));
-      if (it == by_key_.end()) {
-        // The absence may come from a Remove not yet durable: report it once it is.
-        uint64_t latest = store_->LastTicket();
-        lock.unlock();
-        return NotFoundWhenDurable(info.name, latest);
-      }
+      if (it == by_key_.end()) return NotFoundUnlocking(lock, info.name);
       SnapshotRecord updated = it->second.record;
       if (fieldpaths.empty()) {
         updated.labels = info.labels;
@@ -248,12 +243,7 @@ class OverlayImpl : public Overlay {
         return Status::AlreadyExists("committed snapshot " + Quote(name) + ": already exists");
       }
       auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) {
-        // The absence may come from a Remove not yet durable: report it once it is.
-        uint64_t latest = store_->LastTicket();
-        lock.unlock();
-        return NotFoundWhenDurable(key, latest);
-      }
+      if (it == by_key_.end()) return NotFoundUnlocking(lock, key);
       if (it->second.record.kind != SnapshotKind::kActive) {
         return Status::FailedPrecondition("snapshot " + Quote(key) + " is not active");
       }
@@ -269,12 +259,7 @@ class OverlayImpl : public Overlay {
         return Status::AlreadyExists("committed snapshot " + Quote(name) + ": already exists");
       }
       auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) {
-        // The absence may come from a Remove not yet durable: report it once it is.
-        uint64_t latest = store_->LastTicket();
-        lock.unlock();
-        return NotFoundWhenDurable(key, latest);
-      }
+      if (it == by_key_.end()) return NotFoundUnlocking(lock, key);
       if (it->second.record.kind != SnapshotKind::kActive || it->second.record.id != id) {
         return Status::FailedPrecondition("snapshot " + Quote(key) + " is not active");
       }
@@ -326,12 +311,7 @@ class OverlayImpl : public Overlay {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
       auto it = by_key_.find(Ref(ns, key));
-      if (it == by_key_.end()) {
-        // The absence may come from a Remove not yet durable: report it once it is.
-        uint64_t latest = store_->LastTicket();
-        lock.unlock();
-        return NotFoundWhenDurable(key, latest);
-      }
+      if (it == by_key_.end()) return NotFoundUnlocking(lock, key);
       if (it->second.children > 0) {
         return Status::FailedPrecondition("cannot remove snapshot with child: " + Quote(key) +
                                           " has " + std::to_string(it->second.children) +
@@ -550,6 +530,16 @@ class OverlayImpl : public Overlay {
     }
     if (missing) return NotFoundWhenDurable(key, ticket);
     return store_->WaitDurable(ticket);
+  }
+
+  // NotFound from inside a locked section: releases `lock` (shared or unique) and
+  // reports the absence once every write so far is durable, since it may come from a
+  // Remove that is not yet.
+  template <typename Lock>
+  Status NotFoundUnlocking(Lock& lock, const std::string& key) {
+    uint64_t latest = store_->LastTicket();
+    lock.unlock();
+    return NotFoundWhenDurable(key, latest);
   }
 
   // NotFound for a read, reported only once every write so far is durable: the
