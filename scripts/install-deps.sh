@@ -8,7 +8,7 @@ PACKAGES=(
   g++ cmake ninja-build ccache pkg-config git
   # libraries (see README "Dependencies" for why each is there)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  librocksdb-dev libtomlplusplus-dev libcli11-dev libspdlog-dev nlohmann-json3-dev
+  librocksdb-dev libssl-dev libtomlplusplus-dev libcli11-dev libspdlog-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # real components used by the tests and the benchmarks
   containerd runc busybox-static jq
