@@ -2,6 +2,7 @@
 
 #include <cctype>
 
+#include "core/digest.h"
 #include "core/quote.h"
 
 namespace strata::registry {
@@ -12,7 +13,6 @@ constexpr size_t kMaxTagLength = 128;
 
 bool IsLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 bool IsAlnum(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
-bool IsHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
 // component := [a-z0-9]+ (separator [a-z0-9]+)*, separator := "." | "_" | "__" | "-"+
 bool ValidComponent(std::string_view c) {
@@ -91,38 +91,6 @@ Status Invalid(std::string_view text, const std::string& why) {
 }
 
 }  // namespace
-
-Status ValidateDigest(std::string_view digest) {
-  size_t colon = digest.find(':');
-  if (colon == std::string_view::npos) {
-    return Status::InvalidArgument("invalid digest " + Quote(digest) + ": missing algorithm");
-  }
-  std::string_view algorithm = digest.substr(0, colon);
-  std::string_view hex = digest.substr(colon + 1);
-  size_t want = 0;
-  if (algorithm == "sha256") {
-    want = 64;
-  } else if (algorithm == "sha384") {
-    want = 96;
-  } else if (algorithm == "sha512") {
-    want = 128;
-  } else {
-    return Status::InvalidArgument("invalid digest " + Quote(digest) + ": unsupported algorithm " +
-                                   Quote(algorithm));
-  }
-  if (hex.size() != want) {
-    return Status::InvalidArgument("invalid digest " + Quote(digest) + ": " +
-                                   std::string(algorithm) + " needs " + std::to_string(want) +
-                                   " hex digits, got " + std::to_string(hex.size()));
-  }
-  for (char c : hex) {
-    if (!IsHex(c)) {
-      return Status::InvalidArgument("invalid digest " + Quote(digest) +
-                                     ": not lowercase hexadecimal");
-    }
-  }
-  return Status::Ok();
-}
 
 std::string Reference::Name() const { return domain + "/" + repository; }
 

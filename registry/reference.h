@@ -40,7 +40,4 @@ struct Reference {
 // (uppercase repository, bad tag, bad digest, name over 255 characters, ...).
 Result<Reference> ParseReference(std::string_view text);
 
-// Validates a digest string ("sha256:" + 64 lowercase hex, or sha384/sha512 with 96/128).
-Status ValidateDigest(std::string_view digest);
-
 }  // namespace strata::registry

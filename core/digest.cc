@@ -1,0 +1,100 @@
+#include "core/digest.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "core/quote.h"
+
+namespace strata {
+
+Status ValidateDigest(std::string_view digest) {
+  size_t colon = digest.find(':');
+  if (colon == std::string_view::npos) {
+    return Status::InvalidArgument("invalid digest " + Quote(digest) + ": missing algorithm");
+  }
+  std::string_view algorithm = digest.substr(0, colon);
+  std::string_view hex = digest.substr(colon + 1);
+  size_t want = 0;
+  if (algorithm == "sha256") {
+    want = 64;
+  } else if (algorithm == "sha384") {
+    want = 96;
+  } else if (algorithm == "sha512") {
+    want = 128;
+  } else {
+    return Status::InvalidArgument("invalid digest " + Quote(digest) + ": unsupported algorithm " +
+                                   Quote(algorithm));
+  }
+  if (hex.size() != want) {
+    return Status::InvalidArgument("invalid digest " + Quote(digest) + ": " +
+                                   std::string(algorithm) + " needs " + std::to_string(want) +
+                                   " hex digits, got " + std::to_string(hex.size()));
+  }
+  for (char c : hex) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return Status::InvalidArgument("invalid digest " + Quote(digest) +
+                                     ": not lowercase hexadecimal");
+    }
+  }
+  return Status::Ok();
+}
+
+struct Sha256::State {
+  EVP_MD_CTX* ctx = nullptr;
+};
+
+Sha256::Sha256() : state_(std::make_unique<State>()) {
+  state_->ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(state_->ctx, EVP_sha256(), nullptr);
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(state_->ctx); }
+
+void Sha256::Update(std::string_view data) {
+  EVP_DigestUpdate(state_->ctx, data.data(), data.size());
+}
+
+std::string Sha256::Digest() {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(state_->ctx, md, &len);
+  static const char kHex[] = "0123456789abcdef";
+  std::string out = "sha256:";
+  for (unsigned int i = 0; i < len; i++) {
+    out += kHex[md[i] >> 4];
+    out += kHex[md[i] & 0xf];
+  }
+  return out;
+}
+
+std::string Sha256Digest(std::string_view data) {
+  Sha256 h;
+  h.Update(data);
+  return h.Digest();
+}
+
+Result<std::string> Sha256DigestOfFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return Status::FromErrno(err, "read " + path);
+    }
+    if (n == 0) break;
+    h.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
+  }
+  ::close(fd);
+  return h.Digest();
+}
+
+}  // namespace strata
