@@ -1,12 +1,8 @@
 #include "core/digest.h"
 
-#include <fcntl.h>
 #include <openssl/evp.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <vector>
-
+#include "core/fs.h"
 #include "core/quote.h"
 
 namespace strata {
@@ -78,22 +74,9 @@ std::string Sha256Digest(std::string_view data) {
 }
 
 Result<std::string> Sha256DigestOfFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(errno, "open " + path);
   Sha256 h;
-  std::vector<char> buf(1 << 20);
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return Status::FromErrno(err, "read " + path);
-    }
-    if (n == 0) break;
-    h.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
-  }
-  ::close(fd);
+  RETURN_IF_ERROR(
+      fs::ReadFileChunks(path, 1 << 20, [&](std::string_view piece) { h.Update(piece); }));
   return h.Digest();
 }
 

@@ -242,13 +242,13 @@ Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t 
   return SyncDir(DirName(path));
 }
 
-Result<std::string> ReadFile(const std::string& path) {
+Status ReadFileChunks(const std::string& path, size_t chunk_bytes,
+                      const std::function<void(std::string_view)>& fn) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno(errno, "open " + path);
-  std::string out;
-  char buf[65536];
+  std::vector<char> buf(chunk_bytes);
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;
@@ -256,10 +256,26 @@ Result<std::string> ReadFile(const std::string& path) {
       return Status::FromErrno(err, "read " + path);
     }
     if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
+    fn(std::string_view(buf.data(), static_cast<size_t>(n)));
   }
   ::close(fd);
+  return Status::Ok();
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::string out;
+  RETURN_IF_ERROR(ReadFileChunks(path, 64 << 10, [&](std::string_view piece) { out += piece; }));
   return out;
+}
+
+Result<std::vector<std::string>> ListDir(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  std::vector<std::string> names;
+  Status s = ReadEntries(fd, path, [&](const std::string& name, bool) { names.push_back(name); });
+  ::close(fd);
+  RETURN_IF_ERROR(s);
+  return names;
 }
 
 bool Exists(const std::string& path) {

@@ -4,7 +4,10 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "core/status.h"
 
@@ -29,6 +32,13 @@ Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t 
 
 // Reads a whole (small) file.
 Result<std::string> ReadFile(const std::string& path);
+
+// Calls `fn` with the file's content in successive pieces of at most `chunk_bytes`.
+Status ReadFileChunks(const std::string& path, size_t chunk_bytes,
+                      const std::function<void(std::string_view)>& fn);
+
+// The names in directory `path`, without "." and "..", in directory order.
+Result<std::vector<std::string>> ListDir(const std::string& path);
 
 bool Exists(const std::string& path);
 

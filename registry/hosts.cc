@@ -1,6 +1,5 @@
 #include "registry/hosts.h"
 
-#include <dirent.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -148,11 +147,9 @@ void FillDefault(const std::string& host, RegistryEndpoint& e) {
 // Docker's certs.d layout: *.crt are CAs, *.cert with a matching *.key are client pairs.
 RegistryEndpoint FromCertFiles(const std::string& dir) {
   RegistryEndpoint e;
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (struct dirent* ent = ::readdir(d)) names.emplace_back(ent->d_name);
-    ::closedir(d);
-  }
+  auto listed = fs::ListDir(dir);
+  std::vector<std::string> names =
+      listed.ok() ? std::move(listed).value() : std::vector<std::string>();
   std::sort(names.begin(), names.end());
   auto ends_with = [](const std::string& s, const std::string& suffix) {
     return s.size() > suffix.size() &&

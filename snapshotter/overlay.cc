@@ -1,6 +1,5 @@
 #include "snapshotter/overlay.h"
 
-#include <dirent.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -709,14 +708,7 @@ class OverlayImpl : public Overlay {
     // allocated under the lock before the directory was made, so once we hold the
     // lock it is either a record, a creation in flight, or a failed creation whose
     // directory is being removed anyway.
-    std::vector<std::string> names;
-    DIR* dir = ::opendir(snapshots_dir_.c_str());
-    if (dir == nullptr) return Status::FromErrno(errno, "open " + snapshots_dir_);
-    while (struct dirent* e = ::readdir(dir)) {
-      std::string name = e->d_name;
-      if (name != "." && name != "..") names.push_back(name);
-    }
-    ::closedir(dir);
+    ASSIGN_OR_RETURN(std::vector<std::string> names, fs::ListDir(snapshots_dir_));
     std::unordered_set<std::string> live;
     uint64_t ticket = 0;
     {
