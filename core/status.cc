@@ -39,6 +39,8 @@ std::string_view CodeName(Code code) {
       return "unavailable";
     case Code::kDataLoss:
       return "data loss";
+    case Code::kUnauthenticated:
+      return "unauthenticated";
   }
   return "unknown";
 }

@@ -32,6 +32,7 @@ enum class Code : int {
   kInternal = 13,
   kUnavailable = 14,
   kDataLoss = 15,
+  kUnauthenticated = 16,
 };
 
 // Returns the containerd/gRPC style name of a code ("not found", ...).

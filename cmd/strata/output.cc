@@ -5,6 +5,10 @@
 #include <ctime>
 #include <iostream>
 
+#include "core/status.h"
+
+#include "core/status.h"
+
 namespace strata::cli {
 
 void PrintTable(const std::vector<std::string>& header,
@@ -57,30 +61,7 @@ std::string HumanBytes(int64_t bytes) {
 }
 
 int Fail(const std::string& what, const grpc::Status& status) {
-  std::string code;
-  switch (status.error_code()) {
-    case grpc::StatusCode::NOT_FOUND:
-      code = "not found";
-      break;
-    case grpc::StatusCode::ALREADY_EXISTS:
-      code = "already exists";
-      break;
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      code = "invalid argument";
-      break;
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      code = "failed precondition";
-      break;
-    case grpc::StatusCode::UNAVAILABLE:
-      code = "unavailable";
-      break;
-    case grpc::StatusCode::UNIMPLEMENTED:
-      code = "not implemented";
-      break;
-    default:
-      code = "error " + std::to_string(static_cast<int>(status.error_code()));
-      break;
-  }
+  std::string code(CodeName(static_cast<Code>(static_cast<int>(status.error_code()))));
   std::string msg = status.error_message();
   std::replace(msg.begin(), msg.end(), '\n', ' ');
   std::cerr << "strata: " << what << ": " << msg << " (" << code << ")\n";
