@@ -31,6 +31,11 @@ namespace {
 using metadata::SnapshotKind;
 using metadata::SnapshotRecord;
 
+// containerd does not keep labels with empty values (setting one deletes it).
+void DropEmptyLabels(Labels& labels) {
+  std::erase_if(labels, [](const auto& label) { return label.second.empty(); });
+}
+
 Kind ToKind(SnapshotKind k) { return static_cast<Kind>(static_cast<int>(k)); }
 
 Info ToInfo(const SnapshotRecord& r) {
@@ -172,10 +177,7 @@ class OverlayImpl : public Overlay {
           }
         }
       }
-      // containerd does not keep labels with empty values.
-      for (auto l = updated.labels.begin(); l != updated.labels.end();) {
-        l = l->second.empty() ? updated.labels.erase(l) : std::next(l);
-      }
+      DropEmptyLabels(updated.labels);
       RETURN_IF_ERROR(ValidateLabels(updated.labels));
       updated.updated_unix_nanos = NowUnixNanos();
       metadata::Batch batch;
@@ -278,9 +280,7 @@ class OverlayImpl : public Overlay {
       committed.key = name;
       committed.kind = SnapshotKind::kCommitted;
       committed.labels = labels;
-      for (auto l = committed.labels.begin(); l != committed.labels.end();) {
-        l = l->second.empty() ? committed.labels.erase(l) : std::next(l);
-      }
+      DropEmptyLabels(committed.labels);
       committed.created_unix_nanos = committed.updated_unix_nanos = NowUnixNanos();
       committed.usage_size_bytes = du.size_bytes;
       committed.usage_inodes = du.inodes;
@@ -600,9 +600,7 @@ class OverlayImpl : public Overlay {
       r.kind = kind;
       r.parent = parent;
       r.labels = labels;
-      for (auto l = r.labels.begin(); l != r.labels.end();) {
-        l = l->second.empty() ? r.labels.erase(l) : std::next(l);
-      }
+      DropEmptyLabels(r.labels);
       r.created_unix_nanos = r.updated_unix_nanos = NowUnixNanos();
       creating_.emplace(ref, r.id);
     }
