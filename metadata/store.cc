@@ -116,32 +116,26 @@ Batch::Batch() = default;
 Batch::~Batch() = default;
 
 void Batch::PutSnapshot(const SnapshotRecord& record) {
-  std::string value = EncodeRecord(record);
-  std::string key = SnapshotKey(record.snapshotter, record.key);
-  ops_.push_back(
-      [key, value](Store& s, rocksdb::WriteBatch& b) { b.Put(s.snapshots_, key, value); });
+  ops_.push_back({Table::kSnapshots, false, SnapshotKey(record.snapshotter, record.key),
+                  EncodeRecord(record)});
 }
 
 void Batch::DeleteSnapshot(const std::string& snapshotter, const std::string& key) {
-  std::string k = SnapshotKey(snapshotter, key);
-  ops_.push_back([k](Store& s, rocksdb::WriteBatch& b) { b.Delete(s.snapshots_, k); });
+  ops_.push_back({Table::kSnapshots, true, SnapshotKey(snapshotter, key), ""});
 }
 
 void Batch::AddChild(const std::string& snapshotter, const std::string& parent,
                      const std::string& child) {
-  std::string k = ChildIndexKey(snapshotter, parent, child);
-  ops_.push_back([k](Store& s, rocksdb::WriteBatch& b) { b.Put(s.children_, k, ""); });
+  ops_.push_back({Table::kChildren, false, ChildIndexKey(snapshotter, parent, child), ""});
 }
 
 void Batch::RemoveChild(const std::string& snapshotter, const std::string& parent,
                         const std::string& child) {
-  std::string k = ChildIndexKey(snapshotter, parent, child);
-  ops_.push_back([k](Store& s, rocksdb::WriteBatch& b) { b.Delete(s.children_, k); });
+  ops_.push_back({Table::kChildren, true, ChildIndexKey(snapshotter, parent, child), ""});
 }
 
 void Batch::SetNextSnapshotId(uint64_t next_id) {
-  std::string v = EncodeU64(next_id);
-  ops_.push_back([v](Store& s, rocksdb::WriteBatch& b) { b.Put(s.meta_, kNextSnapshotIdKey, v); });
+  ops_.push_back({Table::kMeta, false, kNextSnapshotIdKey, EncodeU64(next_id)});
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
@@ -227,7 +221,16 @@ Store::~Store() {
 
 Result<uint64_t> Store::Apply(Batch& batch) {
   rocksdb::WriteBatch wb;
-  for (auto& op : batch.ops_) op(*this, wb);
+  for (const auto& op : batch.ops_) {
+    rocksdb::ColumnFamilyHandle* family = op.table == Batch::Table::kMeta        ? meta_
+                                          : op.table == Batch::Table::kSnapshots ? snapshots_
+                                                                                 : children_;
+    if (op.erase) {
+      wb.Delete(family, op.key);
+    } else {
+      wb.Put(family, op.key, op.value);
+    }
+  }
   std::lock_guard<std::mutex> lock(write_mu_);
   rocksdb::WriteOptions wo;
   wo.sync = false;

@@ -22,7 +22,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,7 +33,6 @@
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
-class WriteBatch;
 }  // namespace rocksdb
 
 namespace strata::metadata {
@@ -85,8 +83,16 @@ class Batch {
 
  private:
   friend class Store;
-  Store* store_ = nullptr;  // bound on first use; all puts need the store's handles
-  std::vector<std::function<void(Store&, rocksdb::WriteBatch&)>> ops_;
+  // Column families are the Store's, so operations are recorded here and turned into
+  // a RocksDB write batch by Store::Apply.
+  enum class Table { kMeta, kSnapshots, kChildren };
+  struct Op {
+    Table table;
+    bool erase;  // delete `key`; otherwise put `value` under it
+    std::string key;
+    std::string value;
+  };
+  std::vector<Op> ops_;
 };
 
 class Store {
