@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <deque>
 #include <fstream>
-#include <map>
 #include <mutex>
 #include <set>
 #include <shared_mutex>
@@ -98,7 +97,7 @@ class OverlayImpl : public Overlay {
 
   ~OverlayImpl() override { Close().ok(); }
 
-  Snapshotter* ForName(const std::string& name) override;
+  std::unique_ptr<Snapshotter> ForName(const std::string& name) override;
 
   Status Load() {
     RETURN_IF_ERROR(fs::MakeDirs(root_, 0700));
@@ -786,8 +785,6 @@ class OverlayImpl : public Overlay {
   std::unordered_set<uint64_t> removed_ids_;  // records gone, directories not yet
   static constexpr size_t kMaxDeferredRemovals = 4096;
 
-  std::mutex names_mu_;
-  std::map<std::string, std::unique_ptr<Snapshotter>> names_;
   bool stop_remover_ = false;
   std::thread remover_;
 };
@@ -830,11 +827,10 @@ class NamedSnapshotter : public Snapshotter {
   std::string name_;
 };
 
-Snapshotter* OverlayImpl::ForName(const std::string& name) {
-  std::lock_guard<std::mutex> lock(names_mu_);
-  auto& view = names_[name];
-  if (!view) view = std::make_unique<NamedSnapshotter>(this, name);
-  return view.get();
+// No cache of handles: a shared map would put a lock on every request and grow with
+// every name a client invents.
+std::unique_ptr<Snapshotter> OverlayImpl::ForName(const std::string& name) {
+  return std::make_unique<NamedSnapshotter>(this, name);
 }
 
 }  // namespace

@@ -40,9 +40,9 @@ class Overlay {
   static Result<std::unique_ptr<Overlay>> Open(const std::string& root, metadata::Store* store,
                                                OverlayOptions options = {});
 
-  // The snapshots addressed as `name`. The returned object is owned by the Overlay
-  // and valid until it is destroyed; its Close() is a no-op (close the Overlay).
-  virtual Snapshotter* ForName(const std::string& name) = 0;
+  // The snapshots addressed as `name`: a small handle, cheap to make per request, that
+  // must not outlive the Overlay. Its Close() is a no-op (close the Overlay).
+  virtual std::unique_ptr<Snapshotter> ForName(const std::string& name) = 0;
 
   // Deletes directories no snapshot (under any name) refers to any more.
   virtual Status Cleanup() = 0;

@@ -76,7 +76,7 @@ void LogRequest(const char* method, const Request& req, const std::string& key,
 
 class SnapshotsService final : public pb::Snapshots::Service {
   template <typename Request>
-  Snapshotter* For(const Request& req) {
+  std::unique_ptr<Snapshotter> For(const Request& req) {
     return overlay_->ForName(req.snapshotter().empty() ? kDefaultSnapshotterName
                                                        : req.snapshotter());
   }
