@@ -104,12 +104,6 @@ class Daemon {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    std::string dump = "gdb -p " + std::to_string(pid_) + " -batch -ex 'thread apply all bt' > " +
-                       root_ + ".stacks 2>&1";
-    if (std::getenv("STRATA_CRASH_TEST_DEBUG")) {
-      (void)!std::system(dump.c_str());
-      std::this_thread::sleep_for(std::chrono::seconds(30));
-    }
     FAIL() << "stratad did not answer on " << socket_;
   }
 
