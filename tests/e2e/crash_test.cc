@@ -47,7 +47,7 @@ struct Expected {
 struct ClientModel {
   std::map<std::string, Expected> snapshots;
   struct Pending {
-    enum Op { kPrepare, kCommit, kRemove } op;
+    enum Op { kPrepare, kCommit, kRemove } op = kPrepare;
     std::string key, name, parent;
     pb::Kind removed_kind = pb::UNKNOWN;
   };
@@ -155,7 +155,8 @@ void RunClient(std::shared_ptr<grpc::Channel> channel, int client, unsigned seed
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     google::protobuf::Empty empty;
     if (choice < 4 || (actives.empty() && leaves.empty())) {
-      ClientModel::Pending p{ClientModel::Pending::kPrepare};
+      ClientModel::Pending p;
+      p.op = ClientModel::Pending::kPrepare;
       p.key = "crash/" + std::to_string(client) + "/active " + std::to_string(counter++);
       if (!committed.empty() && rng() % 2 == 0) p.parent = committed[rng() % committed.size()];
       model.pending = p;
@@ -167,7 +168,8 @@ void RunClient(std::shared_ptr<grpc::Channel> channel, int client, unsigned seed
       if (!st.ok()) return;  // daemon gone: the operation stays pending
       model.snapshots[p.key] = {pb::ACTIVE, p.parent};
     } else if (choice < 7 && !actives.empty()) {
-      ClientModel::Pending p{ClientModel::Pending::kCommit};
+      ClientModel::Pending p;
+      p.op = ClientModel::Pending::kCommit;
       p.key = actives[rng() % actives.size()];
       p.name = "crash/" + std::to_string(client) + "/layer:" + std::to_string(counter++);
       p.parent = model.snapshots[p.key].parent;
@@ -180,7 +182,8 @@ void RunClient(std::shared_ptr<grpc::Channel> channel, int client, unsigned seed
       model.snapshots.erase(p.key);
       model.snapshots[p.name] = {pb::COMMITTED, p.parent};
     } else if (!leaves.empty()) {
-      ClientModel::Pending p{ClientModel::Pending::kRemove};
+      ClientModel::Pending p;
+      p.op = ClientModel::Pending::kRemove;
       p.key = leaves[rng() % leaves.size()];
       p.parent = model.snapshots[p.key].parent;
       p.removed_kind = model.snapshots[p.key].kind;
