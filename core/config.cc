@@ -17,6 +17,97 @@ Result<unsigned> ParseOctalMode(const std::string& text) {
   return mode;
 }
 
+Result<int64_t> ParseDurationMs(const std::string& text) {
+  auto bad = [&] {
+    return Status::InvalidArgument("bad duration \"" + text + "\" (use e.g. 500ms, 10s, 1m)");
+  };
+  if (text.empty()) return bad();
+  int64_t total = 0;
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t start = i;
+    int64_t n = 0;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+      n = n * 10 + (text[i] - '0');
+      if (n > 1000000000LL) return bad();
+      i++;
+    }
+    if (i == start) return bad();
+    size_t unit_start = i;
+    while (i < text.size() && (text[i] < '0' || text[i] > '9')) i++;
+    std::string unit = text.substr(unit_start, i - unit_start);
+    if (unit == "ms") {
+      total += n;
+    } else if (unit == "s") {
+      total += n * 1000;
+    } else if (unit == "m") {
+      total += n * 60000;
+    } else if (unit == "h") {
+      total += n * 3600000;
+    } else {
+      return bad();
+    }
+  }
+  return total;
+}
+
+namespace {
+
+// Reads the keys of one [section] into `config`.
+Status LoadSection(const std::string& path, const std::string& section, const toml::table& table,
+                   DaemonConfig& config) {
+  auto where = [&](const std::string& key) { return "config " + path + ": key \"" + section + "." + key + "\""; };
+  auto string_of = [&](const std::string& key, const toml::node& node) -> Result<std::string> {
+    auto v = node.value<std::string>();
+    if (!v) return Status::InvalidArgument(where(key) + " must be a string");
+    return *v;
+  };
+  auto int_of = [&](const std::string& key, const toml::node& node, int64_t min,
+                    int64_t max) -> Result<int64_t> {
+    auto v = node.value<int64_t>();
+    if (!v || *v < min || *v > max) {
+      return Status::InvalidArgument(where(key) + " must be an integer from " +
+                                     std::to_string(min) + " to " + std::to_string(max));
+    }
+    return *v;
+  };
+  for (const auto& [key_view, node] : table) {
+    std::string key(key_view.str());
+    if (section == "registry" && key == "config_path") {
+      ASSIGN_OR_RETURN(config.registry_config_path, string_of(key, node));
+    } else if (section == "registry" && key == "docker_config") {
+      ASSIGN_OR_RETURN(config.registry_docker_config, string_of(key, node));
+    } else if (section == "registry" && key == "max_attempts") {
+      ASSIGN_OR_RETURN(int64_t v, int_of(key, node, 1, 100));
+      config.registry_max_attempts = static_cast<int>(v);
+    } else if (section == "transfer" && key == "snapshotter") {
+      ASSIGN_OR_RETURN(config.transfer_snapshotter, string_of(key, node));
+      if (config.transfer_snapshotter.empty()) {
+        return Status::InvalidArgument(where(key) + " must not be empty");
+      }
+    } else if (section == "transfer" && key == "max_concurrent_downloads") {
+      ASSIGN_OR_RETURN(int64_t v, int_of(key, node, 1, 64));
+      config.transfer_max_concurrent_downloads = static_cast<int>(v);
+    } else if (section == "image_verifier" && key == "bin_dir") {
+      ASSIGN_OR_RETURN(config.verifier_bin_dir, string_of(key, node));
+    } else if (section == "image_verifier" && key == "max_verifiers") {
+      ASSIGN_OR_RETURN(int64_t v, int_of(key, node, 0, 1000));
+      config.verifier_max_verifiers = static_cast<int>(v);
+    } else if (section == "image_verifier" && key == "per_verifier_timeout") {
+      ASSIGN_OR_RETURN(std::string text, string_of(key, node));
+      Result<int64_t> ms = ParseDurationMs(text);
+      if (!ms.ok()) return ms.status().WithContext(where(key));
+      config.verifier_timeout_ms = *ms;
+    } else {
+      return Status::InvalidArgument("config " + path + ": unknown key \"" + section + "." + key +
+                                     "\"");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status LoadConfigFile(const std::string& path, DaemonConfig& config) {
   toml::table table;
   try {
@@ -48,6 +139,9 @@ Status LoadConfigFile(const std::string& path, DaemonConfig& config) {
       auto v = node.value<bool>();
       if (!v) return bad_type(key, "boolean");
       config.background_cleanup = *v;
+    } else if ((key == "registry" || key == "transfer" || key == "image_verifier") &&
+               node.is_table()) {
+      RETURN_IF_ERROR(LoadSection(path, key, *node.as_table(), config));
     } else {
       return Status::InvalidArgument("config " + path + ": unknown key \"" + key + "\"");
     }

@@ -151,5 +151,57 @@ TEST(ParseOctalModeTest, RejectsMalformedModes) {
   }
 }
 
+TEST_F(ConfigTest, TransferSectionsSetRegistryPullAndVerifierKeys) {
+  DaemonConfig c;
+  Status s = Load(R"(
+[registry]
+config_path = "/etc/containerd/certs.d"
+docker_config = "/root/.docker/config.json"
+max_attempts = 7
+
+[transfer]
+snapshotter = "mine"
+max_concurrent_downloads = 6
+
+[image_verifier]
+bin_dir = "/opt/verifiers"
+max_verifiers = 3
+per_verifier_timeout = "1m30s"
+)",
+                  c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.registry_config_path, "/etc/containerd/certs.d");
+  EXPECT_EQ(c.registry_docker_config, "/root/.docker/config.json");
+  EXPECT_EQ(c.registry_max_attempts, 7);
+  EXPECT_EQ(c.transfer_snapshotter, "mine");
+  EXPECT_EQ(c.transfer_max_concurrent_downloads, 6);
+  EXPECT_EQ(c.verifier_bin_dir, "/opt/verifiers");
+  EXPECT_EQ(c.verifier_max_verifiers, 3);
+  EXPECT_EQ(c.verifier_timeout_ms, 90000);
+}
+
+TEST_F(ConfigTest, SectionErrorsNameTheSectionAndKey) {
+  DaemonConfig c;
+  Status unknown = Load("[transfer]\nspeed = 3\n", c);
+  EXPECT_TRUE(unknown.IsInvalidArgument());
+  EXPECT_NE(unknown.message().find("transfer.speed"), std::string::npos) << unknown.message();
+  Status range = Load("[transfer]\nmax_concurrent_downloads = 0\n", c);
+  EXPECT_TRUE(range.IsInvalidArgument());
+  EXPECT_NE(range.message().find("transfer.max_concurrent_downloads"), std::string::npos);
+  Status duration = Load("[image_verifier]\nper_verifier_timeout = \"soon\"\n", c);
+  EXPECT_TRUE(duration.IsInvalidArgument());
+  EXPECT_NE(duration.message().find("per_verifier_timeout"), std::string::npos);
+}
+
+TEST(DurationTest, ParsesUnitsAndRejectsGarbage) {
+  EXPECT_EQ(*ParseDurationMs("500ms"), 500);
+  EXPECT_EQ(*ParseDurationMs("10s"), 10000);
+  EXPECT_EQ(*ParseDurationMs("2m"), 120000);
+  EXPECT_EQ(*ParseDurationMs("1h1s"), 3601000);
+  for (const char* bad : {"", "10", "s", "1d", "-1s", "1.5s"}) {
+    EXPECT_FALSE(ParseDurationMs(bad).ok()) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace strata
