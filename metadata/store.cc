@@ -16,6 +16,8 @@ namespace {
 constexpr char kMetaFamily[] = "meta";
 constexpr char kSnapshotsFamily[] = "snapshots";
 constexpr char kChildrenFamily[] = "snapshot_children";
+constexpr char kContentFamily[] = "content";
+constexpr char kImagesFamily[] = "images";
 constexpr char kSchemaVersionKey[] = "schema_version";
 constexpr char kNextSnapshotIdKey[] = "next_snapshot_id";
 
@@ -95,6 +97,63 @@ Result<SnapshotRecord> DecodeRecord(const std::string& db_key, const std::string
   return r;
 }
 
+std::string EncodeContent(const ContentRecord& r) {
+  v1::ContentRecord pb;
+  pb.set_size(r.size_bytes);
+  for (const auto& [k, v] : r.labels) (*pb.mutable_labels())[k] = v;
+  pb.set_created_unix_nanos(r.created_unix_nanos);
+  pb.set_updated_unix_nanos(r.updated_unix_nanos);
+  return pb.SerializeAsString();
+}
+
+Result<ContentRecord> DecodeContent(const std::string& digest, const std::string& value,
+                                    const std::string& path) {
+  v1::ContentRecord pb;
+  if (!pb.ParseFromString(value) || pb.size() < 0) {
+    return Status::DataLoss("metadata store " + path + ": undecodable content record for " +
+                            Quote(digest));
+  }
+  ContentRecord r;
+  r.digest = digest;
+  r.size_bytes = pb.size();
+  r.labels.insert(pb.labels().begin(), pb.labels().end());
+  r.created_unix_nanos = pb.created_unix_nanos();
+  r.updated_unix_nanos = pb.updated_unix_nanos();
+  return r;
+}
+
+std::string EncodeImage(const ImageRecord& r) {
+  v1::ImageRecord pb;
+  v1::Descriptor* target = pb.mutable_target();
+  target->set_media_type(r.target.media_type);
+  target->set_digest(r.target.digest);
+  target->set_size(r.target.size_bytes);
+  for (const auto& [k, v] : r.target.annotations) (*target->mutable_annotations())[k] = v;
+  for (const auto& [k, v] : r.labels) (*pb.mutable_labels())[k] = v;
+  pb.set_created_unix_nanos(r.created_unix_nanos);
+  pb.set_updated_unix_nanos(r.updated_unix_nanos);
+  return pb.SerializeAsString();
+}
+
+Result<ImageRecord> DecodeImage(const std::string& name, const std::string& value,
+                                const std::string& path) {
+  v1::ImageRecord pb;
+  if (!pb.ParseFromString(value) || !pb.has_target()) {
+    return Status::DataLoss("metadata store " + path + ": undecodable image record for " +
+                            Quote(name));
+  }
+  ImageRecord r;
+  r.name = name;
+  r.target.media_type = pb.target().media_type();
+  r.target.digest = pb.target().digest();
+  r.target.size_bytes = pb.target().size();
+  r.target.annotations.insert(pb.target().annotations().begin(), pb.target().annotations().end());
+  r.labels.insert(pb.labels().begin(), pb.labels().end());
+  r.created_unix_nanos = pb.created_unix_nanos();
+  r.updated_unix_nanos = pb.updated_unix_nanos();
+  return r;
+}
+
 Status FromRocks(const rocksdb::Status& s, const std::string& what, const std::string& path) {
   if (s.ok()) return Status::Ok();
   std::string msg = "metadata store " + path + ": " + what + ": " + s.ToString();
@@ -138,6 +197,22 @@ void Batch::SetNextSnapshotId(uint64_t next_id) {
   ops_.push_back({Table::kMeta, false, kNextSnapshotIdKey, EncodeU64(next_id)});
 }
 
+void Batch::PutContent(const ContentRecord& record) {
+  ops_.push_back({Table::kContent, false, record.digest, EncodeContent(record)});
+}
+
+void Batch::DeleteContent(const std::string& digest) {
+  ops_.push_back({Table::kContent, true, digest, ""});
+}
+
+void Batch::PutImage(const ImageRecord& record) {
+  ops_.push_back({Table::kImages, false, record.name, EncodeImage(record)});
+}
+
+void Batch::DeleteImage(const std::string& name) {
+  ops_.push_back({Table::kImages, true, name, ""});
+}
+
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   RETURN_IF_ERROR(fs::MakeDirs(path, 0700).WithContext("metadata store"));
   std::unique_ptr<Store> store(new Store());
@@ -159,7 +234,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   std::vector<std::string> families;
   rocksdb::Status ls = rocksdb::DB::ListColumnFamilies(options, path, &families);
   if (!ls.ok()) families = {rocksdb::kDefaultColumnFamilyName};
-  for (const char* name : {kMetaFamily, kSnapshotsFamily, kChildrenFamily}) {
+  // Families this version added to schema 1 are created here when missing.
+  for (const char* name :
+       {kMetaFamily, kSnapshotsFamily, kChildrenFamily, kContentFamily, kImagesFamily}) {
     if (std::find(families.begin(), families.end(), name) == families.end()) {
       families.emplace_back(name);
     }
@@ -183,6 +260,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
     if (families[i] == kMetaFamily) store->meta_ = store->handles_[i];
     if (families[i] == kSnapshotsFamily) store->snapshots_ = store->handles_[i];
     if (families[i] == kChildrenFamily) store->children_ = store->handles_[i];
+    if (families[i] == kContentFamily) store->content_ = store->handles_[i];
+    if (families[i] == kImagesFamily) store->images_ = store->handles_[i];
   }
 
   std::string version;
@@ -219,12 +298,26 @@ Store::~Store() {
   }
 }
 
+rocksdb::ColumnFamilyHandle* Store::FamilyOf(Batch::Table table) const {
+  switch (table) {
+    case Batch::Table::kMeta:
+      return meta_;
+    case Batch::Table::kSnapshots:
+      return snapshots_;
+    case Batch::Table::kChildren:
+      return children_;
+    case Batch::Table::kContent:
+      return content_;
+    case Batch::Table::kImages:
+      return images_;
+  }
+  return nullptr;
+}
+
 Result<uint64_t> Store::Apply(Batch& batch) {
   rocksdb::WriteBatch wb;
   for (const auto& op : batch.ops_) {
-    rocksdb::ColumnFamilyHandle* family = op.table == Batch::Table::kMeta        ? meta_
-                                          : op.table == Batch::Table::kSnapshots ? snapshots_
-                                                                                 : children_;
+    rocksdb::ColumnFamilyHandle* family = FamilyOf(op.table);
     if (op.erase) {
       wb.Delete(family, op.key);
     } else {
@@ -300,6 +393,46 @@ Result<std::vector<ChildLink>> Store::LoadChildren() const {
     out.push_back(std::move(link));
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan children index", path_));
+  return out;
+}
+
+Result<ContentRecord> Store::GetContent(const std::string& digest) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), content_, digest, &value);
+  if (s.IsNotFound()) return Status::NotFound("content " + Quote(digest) + " does not exist");
+  RETURN_IF_ERROR(FromRocks(s, "read content " + Quote(digest), path_));
+  return DecodeContent(digest, value, path_);
+}
+
+Result<std::vector<ContentRecord>> Store::LoadContent() const {
+  std::vector<ContentRecord> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), content_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    ASSIGN_OR_RETURN(ContentRecord r,
+                     DecodeContent(it->key().ToString(), it->value().ToString(), path_));
+    out.push_back(std::move(r));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan content", path_));
+  return out;
+}
+
+Result<ImageRecord> Store::GetImage(const std::string& name) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), images_, name, &value);
+  if (s.IsNotFound()) return Status::NotFound("image " + Quote(name) + " does not exist");
+  RETURN_IF_ERROR(FromRocks(s, "read image " + Quote(name), path_));
+  return DecodeImage(name, value, path_);
+}
+
+Result<std::vector<ImageRecord>> Store::LoadImages() const {
+  std::vector<ImageRecord> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), images_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    ASSIGN_OR_RETURN(ImageRecord r,
+                     DecodeImage(it->key().ToString(), it->value().ToString(), path_));
+    out.push_back(std::move(r));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan images", path_));
   return out;
 }
 

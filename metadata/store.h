@@ -6,6 +6,12 @@
 //   snapshots          (snapshotter name, key) -> SnapshotRecord (records.proto)
 //   snapshot_children  (snapshotter name, parent key, child key) -> "" : the
 //                      parent->children index
+//   content            digest ("sha256:<hex>") -> ContentRecord: committed blobs
+//   images             image name -> ImageRecord
+//
+// Families are added without a schema change: a store written before a family existed
+// simply gets it (empty) at the next Open. The schema version only moves when the
+// meaning of existing keys or values changes.
 //
 // Snapshots are grouped by the snapshotter name clients address them with; each name
 // is a separate key space (see snapshotter/overlay.h).
@@ -55,6 +61,32 @@ struct SnapshotRecord {
   int64_t usage_inodes = 0;
 };
 
+// A committed blob of the content store (transfer/content_store.h).
+struct ContentRecord {
+  std::string digest;  // "sha256:<hex>"; the key
+  int64_t size_bytes = 0;
+  std::map<std::string, std::string> labels;
+  int64_t created_unix_nanos = 0;
+  int64_t updated_unix_nanos = 0;
+};
+
+// An OCI descriptor: what an image points at.
+struct Descriptor {
+  std::string media_type;
+  std::string digest;
+  int64_t size_bytes = 0;
+  std::map<std::string, std::string> annotations;
+};
+
+// An image record (transfer/image_store.h). The name is data, stored as given.
+struct ImageRecord {
+  std::string name;  // the key
+  Descriptor target;
+  std::map<std::string, std::string> labels;
+  int64_t created_unix_nanos = 0;
+  int64_t updated_unix_nanos = 0;
+};
+
 class Store;
 
 // One entry of the children index.
@@ -80,12 +112,16 @@ class Batch {
   void RemoveChild(const std::string& snapshotter, const std::string& parent,
                    const std::string& child);
   void SetNextSnapshotId(uint64_t next_id);
+  void PutContent(const ContentRecord& record);
+  void DeleteContent(const std::string& digest);
+  void PutImage(const ImageRecord& record);
+  void DeleteImage(const std::string& name);
 
  private:
   friend class Store;
   // Column families are the Store's, so operations are recorded here and turned into
   // a RocksDB write batch by Store::Apply.
-  enum class Table { kMeta, kSnapshots, kChildren };
+  enum class Table { kMeta, kSnapshots, kChildren, kContent, kImages };
   struct Op {
     Table table;
     bool erase;  // delete `key`; otherwise put `value` under it
@@ -123,6 +159,14 @@ class Store {
   Result<SnapshotRecord> GetSnapshot(const std::string& snapshotter, const std::string& key) const;
   // Reads the whole children index.
   Result<std::vector<ChildLink>> LoadChildren() const;
+  // Reads one content record; NotFound if absent, DataLoss if undecodable.
+  Result<ContentRecord> GetContent(const std::string& digest) const;
+  // Reads every content record, in digest order.
+  Result<std::vector<ContentRecord>> LoadContent() const;
+  // Reads one image record; NotFound if absent, DataLoss if undecodable.
+  Result<ImageRecord> GetImage(const std::string& name) const;
+  // Reads every image record, in name order.
+  Result<std::vector<ImageRecord>> LoadImages() const;
   // The persisted next snapshot id (1 for a new store).
   Result<uint64_t> NextSnapshotId() const;
   uint32_t schema_version() const { return schema_version_; }
@@ -130,6 +174,7 @@ class Store {
  private:
   friend class Batch;
   Store() = default;
+  rocksdb::ColumnFamilyHandle* FamilyOf(Batch::Table table) const;
 
   std::string path_;
   uint32_t schema_version_ = 0;
@@ -138,6 +183,8 @@ class Store {
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* snapshots_ = nullptr;
   rocksdb::ColumnFamilyHandle* children_ = nullptr;
+  rocksdb::ColumnFamilyHandle* content_ = nullptr;
+  rocksdb::ColumnFamilyHandle* images_ = nullptr;
 
   std::mutex write_mu_;
   std::atomic<uint64_t> written_{0};

@@ -1,5 +1,5 @@
-// Specification of metadata::Store: records round-trip, the children index, the
-// schema version check, corruption handling and group commit.
+// Specification of metadata::Store: records round-trip, the children index, content
+// and image tables, the schema version check, corruption handling and group commit.
 #include "metadata/store.h"
 
 #include <dirent.h>
@@ -480,6 +480,203 @@ TEST_F(StoreTest, SnapshotterNamesAreSeparateKeySpaces) {
   EXPECT_EQ((*children)[0].parent, "p");
   EXPECT_EQ((*children)[0].child, "c");
   EXPECT_NE(ChildIndexKey("a", "b", "c"), ChildIndexKey("ab", "", "c"));
+}
+
+ContentRecord Content(const std::string& hex_char, int64_t size) {
+  ContentRecord r;
+  r.digest = "sha256:" + std::string(64, hex_char[0]);
+  r.size_bytes = size;
+  r.created_unix_nanos = 100 + size;
+  r.updated_unix_nanos = 200 + size;
+  return r;
+}
+
+ImageRecord Image(const std::string& name, const std::string& digest) {
+  ImageRecord r;
+  r.name = name;
+  r.target.media_type = "application/vnd.oci.image.index.v1+json";
+  r.target.digest = digest;
+  r.target.size_bytes = 321;
+  r.created_unix_nanos = 11;
+  r.updated_unix_nanos = 12;
+  return r;
+}
+
+TEST_F(StoreTest, ContentRecordsRoundTripAcrossReopen) {
+  ContentRecord a = Content("a", 10);
+  a.labels = {{"containerd.io/gc.ref.content.l.0", "sha256:" + std::string(64, 'b')},
+              {"containerd.io/gc.root", "2024-01-01T00:00:00Z"}};
+  ContentRecord b = Content("b", 0);
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    Batch batch;
+    batch.PutContent(a);
+    batch.PutContent(b);
+    ASSERT_TRUE(store->Commit(batch).ok());
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto got = store->GetContent(a.digest);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->digest, a.digest);
+  EXPECT_EQ(got->size_bytes, 10);
+  EXPECT_EQ(got->labels, a.labels);
+  EXPECT_EQ(got->created_unix_nanos, a.created_unix_nanos);
+  EXPECT_EQ(got->updated_unix_nanos, a.updated_unix_nanos);
+  auto all = store->LoadContent();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].digest, a.digest) << "in digest order";
+  EXPECT_EQ((*all)[1].digest, b.digest);
+  EXPECT_EQ((*all)[1].size_bytes, 0);
+  EXPECT_TRUE((*all)[1].labels.empty());
+}
+
+TEST_F(StoreTest, GetUnknownContentIsNotFoundNamingDigest) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto got = store->GetContent("sha256:" + std::string(64, 'c'));
+  EXPECT_TRUE(got.status().IsNotFound());
+  EXPECT_NE(got.status().message().find(std::string(64, 'c')), std::string::npos);
+  EXPECT_TRUE(store->LoadContent()->empty());
+}
+
+TEST_F(StoreTest, DeleteContentRemovesOnlyThatRecord) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Batch put;
+  put.PutContent(Content("a", 1));
+  put.PutContent(Content("b", 2));
+  ASSERT_TRUE(store->Commit(put).ok());
+  Batch del;
+  del.DeleteContent(Content("a", 1).digest);
+  ASSERT_TRUE(store->Commit(del).ok());
+  EXPECT_TRUE(store->GetContent(Content("a", 1).digest).status().IsNotFound());
+  auto all = store->LoadContent();
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].size_bytes, 2);
+}
+
+TEST_F(StoreTest, ImageRecordsRoundTripAcrossReopen) {
+  ImageRecord image = Image("docker.io/library/busybox:latest", Content("a", 1).digest);
+  image.target.annotations = {{"org.opencontainers.image.ref.name", "latest"}};
+  image.labels = {{"containerd.io/gc.ref.content.extra", Content("b", 1).digest}};
+  ImageRecord odd = Image(std::string("../../etc/passwd\0x", 18), Content("c", 1).digest);
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    Batch batch;
+    batch.PutImage(image);
+    batch.PutImage(odd);
+    ASSERT_TRUE(store->Commit(batch).ok());
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto got = store->GetImage(image.name);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->name, image.name);
+  EXPECT_EQ(got->target.media_type, image.target.media_type);
+  EXPECT_EQ(got->target.digest, image.target.digest);
+  EXPECT_EQ(got->target.size_bytes, 321);
+  EXPECT_EQ(got->target.annotations, image.target.annotations);
+  EXPECT_EQ(got->labels, image.labels);
+  EXPECT_EQ(got->created_unix_nanos, 11);
+  EXPECT_EQ(got->updated_unix_nanos, 12);
+  auto weird = store->GetImage(odd.name);
+  ASSERT_TRUE(weird.ok()) << "names are data, any bytes";
+  EXPECT_EQ(weird->target.digest, odd.target.digest);
+  auto all = store->LoadImages();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].name, odd.name) << "in name order";
+  EXPECT_EQ((*all)[1].name, image.name);
+}
+
+TEST_F(StoreTest, DeleteImageRemovesRecord) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Batch put;
+  put.PutImage(Image("a", Content("a", 1).digest));
+  ASSERT_TRUE(store->Commit(put).ok());
+  Batch del;
+  del.DeleteImage("a");
+  ASSERT_TRUE(store->Commit(del).ok());
+  EXPECT_TRUE(store->GetImage("a").status().IsNotFound());
+  EXPECT_TRUE(store->LoadImages()->empty());
+}
+
+TEST_F(StoreTest, OneBatchSpansSnapshotsContentAndImages) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Batch batch;
+  batch.PutSnapshot(Record("k", 1));
+  batch.PutContent(Content("a", 1));
+  batch.PutImage(Image("img", Content("a", 1).digest));
+  ASSERT_TRUE(store->Commit(batch).ok());
+  EXPECT_TRUE(store->GetSnapshot("", "k").ok());
+  EXPECT_TRUE(store->GetContent(Content("a", 1).digest).ok());
+  EXPECT_TRUE(store->GetImage("img").ok());
+}
+
+TEST_F(StoreTest, StoreWrittenBeforeContentAndImagesGetsThemAtOpen) {
+  // A schema-1 store from before the content and images tables: only meta, snapshots
+  // and snapshot_children.
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    Batch b;
+    b.PutSnapshot(Record("old", 3, SnapshotKind::kCommitted));
+    b.SetNextSnapshotId(4);
+    ASSERT_TRUE(store->Commit(b).ok());
+  }
+  WithRawDb([&](rocksdb::DB* db, const auto& families, const auto& handles) {
+    ASSERT_TRUE(db->DropColumnFamily(Family(families, handles, "content")).ok());
+    ASSERT_TRUE(db->DropColumnFamily(Family(families, handles, "images")).ok());
+  });
+  {
+    std::vector<std::string> families;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path_, &families).ok());
+    EXPECT_EQ(std::count(families.begin(), families.end(), "content"), 0);
+    EXPECT_EQ(std::count(families.begin(), families.end(), "images"), 0);
+  }
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->schema_version(), 1u);
+    EXPECT_EQ(store->GetSnapshot("", "old")->id, 3u);
+    EXPECT_EQ(*store->NextSnapshotId(), 4u);
+    EXPECT_TRUE(store->LoadContent()->empty());
+    EXPECT_TRUE(store->LoadImages()->empty());
+    Batch b;
+    b.PutContent(Content("a", 5));
+    b.PutImage(Image("img", Content("a", 5).digest));
+    ASSERT_TRUE(store->Commit(b).ok());
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->GetContent(Content("a", 5).digest)->size_bytes, 5);
+  EXPECT_EQ(store->GetImage("img")->target.digest, Content("a", 5).digest);
+}
+
+TEST_F(StoreTest, UndecodableContentAndImageRecordsAreDataLossNamingKey) {
+  { ASSERT_NE(OpenStore(), nullptr); }
+  WithRawDb([&](rocksdb::DB* db, const auto& families, const auto& handles) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    ASSERT_TRUE(
+        db->Put(wo, Family(families, handles, "content"), "sha256:broken", "\xff\xff\xff").ok());
+    ASSERT_TRUE(db->Put(wo, Family(families, handles, "images"), "broken-image", "\xff\xff").ok());
+  });
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto content = store->LoadContent();
+  EXPECT_EQ(content.status().code(), Code::kDataLoss);
+  EXPECT_NE(content.status().message().find("sha256:broken"), std::string::npos);
+  EXPECT_EQ(store->GetContent("sha256:broken").status().code(), Code::kDataLoss);
+  auto images = store->LoadImages();
+  EXPECT_EQ(images.status().code(), Code::kDataLoss);
+  EXPECT_NE(images.status().message().find("broken-image"), std::string::npos);
 }
 
 }  // namespace
