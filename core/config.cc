@@ -56,7 +56,9 @@ namespace {
 // Reads the keys of one [section] into `config`.
 Status LoadSection(const std::string& path, const std::string& section, const toml::table& table,
                    DaemonConfig& config) {
-  auto where = [&](const std::string& key) { return "config " + path + ": key \"" + section + "." + key + "\""; };
+  auto where = [&](const std::string& key) {
+    return "config " + path + ": key \"" + section + "." + key + "\"";
+  };
   auto string_of = [&](const std::string& key, const toml::node& node) -> Result<std::string> {
     auto v = node.value<std::string>();
     if (!v) return Status::InvalidArgument(where(key) + " must be a string");

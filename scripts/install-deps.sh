@@ -12,7 +12,7 @@ PACKAGES=(
   libcurl4-openssl-dev libisal-dev libzstd-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # real components used by the tests and the benchmarks
-  containerd runc busybox-static jq docker-registry skopeo umoci apache2-utils zstd
+  containerd runc busybox-static jq docker-registry skopeo umoci apache2-utils zstd attr
 )
 
 missing=()

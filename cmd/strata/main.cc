@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "cmd/strata/image_commands.h"
 #include "cmd/strata/output.h"
 #include "cmd/strata/snapshot_commands.h"
 
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
     exit_code = action();
   };
   strata::cli::AddSnapshotCommands(app, ctx, run);
+  strata::cli::AddImageCommands(app, ctx, run);
   if (argc >= 2 && std::string(argv[1]) == "--version") {
     std::cout << "strata " << STRATA_VERSION << "\n";
     return 0;

@@ -16,8 +16,13 @@
 #include "core/fs.h"
 #include "core/lock_file.h"
 #include "metadata/store.h"
+#include "registry/client.h"
 #include "snapshotter/overlay.h"
 #include "snapshotter/service.h"
+#include "transfer/content_store.h"
+#include "transfer/image_store.h"
+#include "transfer/images_service.h"
+#include "transfer/puller.h"
 
 namespace strata {
 namespace {
@@ -90,8 +95,36 @@ Status RunDaemon(const DaemonConfig& config) {
   ASSIGN_OR_RETURN(auto overlay,
                    snapshotter::Overlay::Open(config.root, store.get(), overlay_options));
 
+  // Transfer: registry client, content and image stores, pull pipeline.
+  registry::ClientOptions registry_options;
+  registry_options.hosts_dir = config.registry_config_path;
+  registry_options.docker_config = config.registry_docker_config;
+  registry_options.max_attempts = config.registry_max_attempts;
+  registry_options.user_agent = std::string("strata/") + STRATA_VERSION;
+  ASSIGN_OR_RETURN(auto registry, registry::Client::Create(registry_options));
+  ASSIGN_OR_RETURN(auto content, transfer::ContentStore::Open(config.root, store.get()));
+  auto images = transfer::ImageStore::Open(store.get());
+  transfer::PullerOptions puller_options;
+  puller_options.snapshotter_name = config.transfer_snapshotter;
+  puller_options.max_concurrent_downloads = config.transfer_max_concurrent_downloads;
+  puller_options.verifiers.bin_dir = config.verifier_bin_dir;
+  puller_options.verifiers.max_verifiers = config.verifier_max_verifiers;
+  puller_options.verifiers.per_verifier_timeout =
+      std::chrono::milliseconds(config.verifier_timeout_ms);
+  transfer::Puller puller(registry.get(), content.get(), images.get(), overlay.get(),
+                          puller_options);
+  transfer::TransferServices transfer_deps;
+  transfer_deps.registry = registry.get();
+  transfer_deps.content = content.get();
+  transfer_deps.images = images.get();
+  transfer_deps.snapshots = overlay.get();
+  transfer_deps.puller = &puller;
+  transfer_deps.gc_snapshotters = {config.transfer_snapshotter};
+
   RETURN_IF_ERROR(PrepareSocketPath(config.address));
   auto snapshots = snapshotter::NewSnapshotsService(overlay.get());
+  auto images_service = transfer::NewImagesService(transfer_deps);
+  auto content_service = transfer::NewContentService(transfer_deps);
   auto admin = snapshotter::NewAdminService(overlay.get(),
                                             {STRATA_VERSION, config.root, store->schema_version()});
   grpc::ServerBuilder builder;
@@ -104,6 +137,8 @@ Status RunDaemon(const DaemonConfig& config) {
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 64);
   builder.RegisterService(snapshots.get());
   builder.RegisterService(admin.get());
+  builder.RegisterService(images_service.get());
+  builder.RegisterService(content_service.get());
   // The socket is created with the process umask; tighten it before it is bound.
   mode_t old_umask = ::umask(0177);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

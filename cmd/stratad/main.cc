@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"stratad: container snapshot and lazy-pull service"};
   std::string config_path, root, address, log_level, socket_mode, socket_group;
+  std::string registry_config_path, verifier_bin_dir;
   bool no_background_cleanup = false;
   app.add_option("--config", config_path, "TOML configuration file");
   app.add_option("--root", root, "state directory (default /var/lib/strata)");
@@ -30,6 +31,10 @@ int main(int argc, char** argv) {
   app.add_option("--socket-group", socket_group, "group (name or gid) owning the socket");
   app.add_flag("--no-background-cleanup", no_background_cleanup,
                "leave directories of removed snapshots to Cleanup");
+  app.add_option("--registry-config-path", registry_config_path,
+                 "directory of hosts.toml files (default /etc/strata/certs.d)");
+  app.add_option("--image-verifier-bin-dir", verifier_bin_dir,
+                 "directory of image verifier plugins (default: none)");
   bool show_version = false;
   app.add_flag("--version", show_version, "print the version and exit");
   CLI11_PARSE(app, argc, argv);
@@ -51,6 +56,8 @@ int main(int argc, char** argv) {
   if (!log_level.empty()) config.log_level = log_level;
   if (!socket_group.empty()) config.socket_group = socket_group;
   if (no_background_cleanup) config.background_cleanup = false;
+  if (!registry_config_path.empty()) config.registry_config_path = registry_config_path;
+  if (!verifier_bin_dir.empty()) config.verifier_bin_dir = verifier_bin_dir;
   if (!socket_mode.empty()) {
     auto mode = strata::ParseOctalMode(socket_mode);
     if (!mode.ok()) {
