@@ -13,9 +13,8 @@ Status Pipe::Write(const char* data, size_t n) {
     // Wait for a good share of free space, not a byte: waking the writer for every
     // small read would make the threads take turns instead of running side by side.
     size_t wanted = std::min(n, std::max<size_t>(ring_.size() / 4, 1));
-    writable_.wait(lock, [&] {
-      return read_closed_ || write_closed_ || ring_.size() - size_ >= wanted;
-    });
+    writable_.wait(lock,
+                   [&] { return read_closed_ || write_closed_ || ring_.size() - size_ >= wanted; });
     if (read_closed_) return read_status_;
     if (write_closed_) return Status::FailedPrecondition("write to a pipe closed for writing");
     // Copy into the free space, which may wrap around the end of the ring.
