@@ -600,6 +600,7 @@ Status Puller::UnpackLayer(const Reference& ref, Job& job, Tracker& tracker) {
   UnpackOptions unpack_options;
   unpack_options.allow_devices = options_.allow_device_nodes;
   unpack_options.expected_diff_id = job.diff_id;
+  unpack_options.compression = *compression;
   const std::string ingest_ref = "layer-" + job.layer.digest;
   Labels labels = DistributionSource(ref);
 

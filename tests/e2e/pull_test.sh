@@ -106,6 +106,17 @@ else
 fi
 umount_all
 
+log "strata's own push, checked with skopeo"
+out=$(strata_ image push "$PLAIN/strata/test:latest" "$PLAIN/strata/pushed:v1" 2>&1) ||
+  fail "strata image push" "$out"
+check_eq "the pushed image has the same manifest digest (skopeo inspect)" \
+  "$(skopeo_ inspect --tls-verify=false "docker://$PLAIN/strata/pushed:v1" | jq -r .Digest)" \
+  "$TEST_IMAGE_MANIFEST_DIGEST"
+pull_oci_layout "$PLAIN/strata/pushed:v1" "$E2E_DIR/pushed-layout:v1"
+umoci unpack --image "$E2E_DIR/pushed-layout:v1" "$E2E_DIR/pushed-bundle" >/dev/null
+check_eq "umoci unpacks what strata pushed into the same tree" \
+  "$(describe_tree "$E2E_DIR/pushed-bundle/rootfs")" "$theirs"
+
 # ---- re-pull and garbage collection -----------------------------------------
 out=$(strata_ image pull "$PLAIN/strata/test:latest" 2>&1)
 check "a re-pull reports every layer as already present" \
