@@ -22,6 +22,7 @@
 #include "core/clock.h"
 #include "core/filters.h"
 #include "core/fs.h"
+#include "core/mount.h"
 #include "core/quote.h"
 
 namespace strata::snapshotter {
@@ -226,11 +227,58 @@ class OverlayImpl : public Overlay {
   Result<std::vector<Mount>> Create(const std::string& ns, SnapshotKind kind,
                                     const std::string& key, const std::string& parent,
                                     const Labels& labels) {
-    return CreateSnapshot(ns, kind, key, parent, labels);
+    ASSIGN_OR_RETURN(std::vector<Mount> mounts, CreateSnapshot(ns, kind, key, parent, labels));
+    if (kind == SnapshotKind::kActive && !sources_.empty()) {
+      if (std::optional<RemoteLayer> remote = ParseRemoteLayer(labels)) {
+        Status served = PrepareRemote(ns, key, parent, labels, *remote);
+        if (served.IsAlreadyExists() || !served.ok()) return served;
+      }
+    }
+    return mounts;
+  }
+
+  void AddLayerSource(LayerSource* source) override { sources_.push_back(source); }
+
+  Result<int> RestoreRemoteLayers() override {
+    std::vector<std::pair<uint64_t, Labels>> remote;
+    {
+      std::shared_lock lock(mu_);
+      for (const auto& [ref, e] : by_key_) {
+        if (e.record.labels.count(kLabelLazySource) != 0) {
+          remote.emplace_back(e.record.id, e.record.labels);
+        }
+      }
+    }
+    int mounted = 0;
+    for (const auto& [id, labels] : remote) {
+      const std::string& name = labels.at(kLabelLazySource);
+      LayerSource* source = SourceNamed(name);
+      std::optional<RemoteLayer> layer = ParseRemoteLayer(labels);
+      if (source == nullptr || !layer) {
+        spdlog::error("remote snapshot {} needs lazy source {}, which is not available",
+                      UpperPath(id), name);
+        continue;
+      }
+      (void)strata::Unmount(UpperPath(id), /*detach=*/true);  // a stale mount of a crash
+      Status s = source->Mount(*layer, UpperPath(id));
+      if (!s.ok()) {
+        spdlog::error("cannot mount remote snapshot {} ({}) again: {}", layer->target,
+                      layer->layer_digest, s.ToString());
+        continue;
+      }
+      mounted++;
+    }
+    return mounted;
   }
 
   Status Commit(const std::string& ns, const std::string& name, const std::string& key,
                 const Labels& labels, const std::string& parent) {
+    return CommitSnapshot(ns, name, key, labels, parent, /*measure_usage=*/true);
+  }
+
+  // Commit; a remote snapshot is not measured (that would walk the lazy mount).
+  Status CommitSnapshot(const std::string& ns, const std::string& name, const std::string& key,
+                        const Labels& labels, const std::string& parent, bool measure_usage) {
     if (name.empty()) return Status::InvalidArgument("commit name must not be empty");
     RETURN_IF_ERROR(ValidateLabels(labels));
     // Measure usage before taking the write lock: it walks the whole tree.
@@ -249,7 +297,10 @@ class OverlayImpl : public Overlay {
       }
       id = it->second.record.id;
     }
-    ASSIGN_OR_RETURN(fs::DiskUsage du, fs::UsageOf(UpperPath(id)));
+    fs::DiskUsage du;
+    if (measure_usage) {
+      ASSIGN_OR_RETURN(du, fs::UsageOf(UpperPath(id)));
+    }
 
     uint64_t ticket = 0;
     {
@@ -305,6 +356,7 @@ class OverlayImpl : public Overlay {
   Status Remove(const std::string& ns, const std::string& key) {
     uint64_t ticket = 0;
     uint64_t id = 0;
+    std::string lazy_source;
     {
       std::unique_lock lock(mu_);
       RETURN_IF_ERROR(CheckOpen());
@@ -321,6 +373,10 @@ class OverlayImpl : public Overlay {
       if (!parent.empty()) batch.RemoveChild(ns, parent, key);
       ASSIGN_OR_RETURN(ticket, store_->Apply(batch));
       id = it->second.record.id;
+      if (auto l = it->second.record.labels.find(kLabelLazySource);
+          l != it->second.record.labels.end()) {
+        lazy_source = l->second;
+      }
       if (auto p = by_key_.find(Ref(ns, parent)); !parent.empty() && p != by_key_.end()) {
         p->second.children--;
       }
@@ -329,6 +385,11 @@ class OverlayImpl : public Overlay {
       removed_ids_.insert(id);  // its directory is now expected to go, not an orphan
     }
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
+    if (!lazy_source.empty()) {
+      LayerSource* source = SourceNamed(lazy_source);
+      Status s = source != nullptr ? source->Unmount(UpperPath(id)) : Status::Ok();
+      if (!s.ok()) spdlog::warn("unmount remote snapshot {}: {}", UpperPath(id), s.ToString());
+    }
     // Only now that the removal is durable may the directory go.
     if (options_.background_cleanup) {
       std::lock_guard<std::mutex> lock(remove_mu_);
@@ -368,6 +429,8 @@ class OverlayImpl : public Overlay {
     ASSIGN_OR_RETURN(auto orphans, FindOrphans());
     Status result;
     for (const auto& name : orphans) {
+      // A remote snapshot's mount left by a crash would make the tree undeletable.
+      (void)strata::Unmount(snapshots_dir_ + "/" + name + "/fs", /*detach=*/true);
       Status s = fs::RemoveAll(snapshots_dir_ + "/" + name);
       if (!s.ok()) {
         spdlog::warn("cleanup: cannot remove {}/{}: {}", snapshots_dir_, name, s.ToString());
@@ -396,6 +459,17 @@ class OverlayImpl : public Overlay {
       remove_cv_.notify_all();
     }
     if (remover_.joinable()) remover_.join();
+    // The lazy sources' servers stop with the daemon: unmount their layers now (they
+    // are mounted again at the next start by RestoreRemoteLayers).
+    std::shared_lock lock(mu_);
+    for (const auto& [ref, e] : by_key_) {
+      auto l = e.record.labels.find(kLabelLazySource);
+      if (l == e.record.labels.end()) continue;
+      if (LayerSource* source = SourceNamed(l->second)) {
+        Status s = source->Unmount(UpperPath(e.record.id));
+        if (!s.ok()) spdlog::warn("unmount remote snapshot: {}", s.ToString());
+      }
+    }
     return Status::Ok();
   }
 
@@ -639,6 +713,44 @@ class OverlayImpl : public Overlay {
     return mounts;
   }
 
+  LayerSource* SourceNamed(const std::string& name) const {
+    for (LayerSource* s : sources_) {
+      if (s->name() == name) return s;
+    }
+    return nullptr;
+  }
+
+  // Asks the sources to serve the layer of active snapshot `key`; on success commits it
+  // as the target and returns AlreadyExists (containerd then skips the layer). OK when
+  // no source can serve it: the snapshot stays a normal active one.
+  Status PrepareRemote(const std::string& ns, const std::string& key, const std::string& parent,
+                       const Labels& labels, const RemoteLayer& layer) {
+    ASSIGN_OR_RETURN(std::string mountpoint, FsPath(ns, key));
+    for (LayerSource* source : sources_) {
+      Status mounted = source->Mount(layer, mountpoint);
+      if (!mounted.ok()) {
+        if (mounted.code() != Code::kFailedPrecondition && mounted.code() != Code::kUnimplemented) {
+          spdlog::warn("lazy source {} cannot serve layer {} of {}: {}", source->name(),
+                       layer.layer_digest, layer.image_ref, mounted.ToString());
+        }
+        continue;
+      }
+      Labels committed = labels;
+      committed[kLabelRemote] = "remote snapshot";
+      committed[kLabelLazySource] = std::string(source->name());
+      Status s = CommitSnapshot(ns, layer.target, key, committed, parent, /*measure_usage=*/false);
+      if (!s.ok()) {
+        (void)source->Unmount(mountpoint);
+        (void)Remove(ns, key);
+        if (!s.IsAlreadyExists()) return s.WithContext("commit remote snapshot");
+      }
+      spdlog::info("layer {} of {} served lazily by {} as {}", layer.layer_digest, layer.image_ref,
+                   source->name(), layer.target);
+      return Status::AlreadyExists("target snapshot " + Quote(layer.target) + ": already exists");
+    }
+    return Status::Ok();
+  }
+
   Status MakeSnapshotDirs(uint64_t id, SnapshotKind kind, uint64_t parent_id) {
     std::string dir = SnapshotDir(id);
     if (fs::Exists(dir)) RETURN_IF_ERROR(fs::RemoveAll(dir));  // stale leftover
@@ -755,6 +867,7 @@ class OverlayImpl : public Overlay {
       // report a directory being deleted as an orphan. Only this thread pops.
       uint64_t id = remove_queue_.front();
       lock.unlock();
+      (void)strata::Unmount(UpperPath(id), /*detach=*/true);
       Status s = fs::RemoveAll(SnapshotDir(id));
       if (!s.ok()) spdlog::warn("background removal of {}: {}", SnapshotDir(id), s.ToString());
       lock.lock();
@@ -787,6 +900,8 @@ class OverlayImpl : public Overlay {
 
   bool stop_remover_ = false;
   std::thread remover_;
+
+  std::vector<LayerSource*> sources_;  // set before serving; read-only afterwards
 };
 
 // The Snapshotter interface for one snapshotter name.

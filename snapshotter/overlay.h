@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "metadata/store.h"
+#include "snapshotter/layer_source.h"
 #include "snapshotter/snapshotter.h"
 
 namespace strata::snapshotter {
@@ -57,6 +58,16 @@ class Overlay {
 
   // The directory of a snapshot's filesystem (for tests and the lazy loaders).
   virtual Result<std::string> FsPath(const std::string& name, const std::string& key) = 0;
+
+  // Adds a lazy format asked by remote-snapshot Prepares (see layer_source.h), after
+  // those added before. Not owned; must outlive the Overlay. Add sources before
+  // serving requests.
+  virtual void AddLayerSource(LayerSource* source) = 0;
+
+  // Mounts again, through their sources, the remote snapshots recorded in the store
+  // (after a restart; Close unmounts them). Returns how many were mounted; a snapshot
+  // whose source is missing or fails is logged and left unmounted.
+  virtual Result<int> RestoreRemoteLayers() = 0;
 };
 
 }  // namespace strata::snapshotter
