@@ -530,6 +530,20 @@ Result<Image> Puller::Pull(const PullRequest& request, const ProgressSink& sink)
   return stored;
 }
 
+Status Puller::DownloadToStore(const Reference& ref, Job& job, ContentWriter& writer,
+                               Tracker& tracker, const Labels& labels) {
+  RETURN_IF_ERROR(registry_->FetchBlob(ref, job.layer, static_cast<uint64_t>(writer.Offset()),
+                                       [&](const char* data, size_t n) {
+                                         if (job.cancelled->load()) return Cancelled();
+                                         RETURN_IF_ERROR(writer.Write(data, n));
+                                         tracker.AddBytes(job.index, static_cast<int64_t>(n));
+                                         return Status::Ok();
+                                       }));
+  Result<ContentInfo> committed = writer.Commit(labels);
+  if (!committed.ok() && !committed.status().IsAlreadyExists()) return committed.status();
+  return Status::Ok();
+}
+
 Status Puller::PullLayer(const Reference& ref, Job& job, Tracker& tracker) {
   if (!job.unpack) {
     // Content only.
@@ -548,17 +562,8 @@ Status Puller::PullLayer(const Reference& ref, Job& job, Tracker& tracker) {
         break;
       }
       RETURN_IF_ERROR(writer.status());
-      ContentWriter& w = **writer;
-      tracker.SetBytes(job.index, w.Offset());
-      RETURN_IF_ERROR(registry_->FetchBlob(ref, job.layer, static_cast<uint64_t>(w.Offset()),
-                                           [&](const char* data, size_t n) {
-                                             if (job.cancelled->load()) return Cancelled();
-                                             RETURN_IF_ERROR(w.Write(data, n));
-                                             tracker.AddBytes(job.index, static_cast<int64_t>(n));
-                                             return Status::Ok();
-                                           }));
-      Result<ContentInfo> committed = w.Commit(labels);
-      if (!committed.ok() && !committed.status().IsAlreadyExists()) return committed.status();
+      tracker.SetBytes(job.index, (*writer)->Offset());
+      RETURN_IF_ERROR(DownloadToStore(ref, job, **writer, tracker, labels));
       break;
     }
     tracker.SetState(job.index, LayerState::kDone);
@@ -636,15 +641,7 @@ Status Puller::UnpackLayer(const Reference& ref, Job& job, Tracker& tracker) {
                    job.layer.size);
       // Resuming an interrupted download: finish it into the store first (the bytes
       // already there are not in memory), then unpack from the store.
-      RETURN_IF_ERROR(registry_->FetchBlob(ref, job.layer, static_cast<uint64_t>(w.Offset()),
-                                           [&](const char* data, size_t n) {
-                                             if (job.cancelled->load()) return Cancelled();
-                                             RETURN_IF_ERROR(w.Write(data, n));
-                                             tracker.AddBytes(job.index, static_cast<int64_t>(n));
-                                             return Status::Ok();
-                                           }));
-      Result<ContentInfo> committed = w.Commit(labels);
-      if (!committed.ok() && !committed.status().IsAlreadyExists()) return committed.status();
+      RETURN_IF_ERROR(DownloadToStore(ref, job, w, tracker, labels));
       continue;
     }
 

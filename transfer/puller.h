@@ -133,6 +133,10 @@ class Puller {
                                     const registry::Descriptor& desc, const Labels& labels,
                                     bool manifest);
   Status PullLayer(const registry::Reference& ref, Job& job, Tracker& tracker);
+  // Downloads the rest of `job`'s blob (from writer.Offset()) into the ingest and
+  // commits it (digest verified).
+  Status DownloadToStore(const registry::Reference& ref, Job& job, ContentWriter& writer,
+                         Tracker& tracker, const Labels& labels);
   Status UnpackLayer(const registry::Reference& ref, Job& job, Tracker& tracker);
 
   // Serialises work on one chain snapshot across concurrent pulls. Returns false when
