@@ -13,6 +13,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # real components used by the tests and the benchmarks
   containerd runc busybox-static jq docker-registry skopeo umoci apache2-utils zstd attr
+  # ctr-remote: the converter whose eStargz and zstd:chunked layers the stargz interop test reads
+  stargz-snapshotter
 )
 
 missing=()
