@@ -6,13 +6,15 @@
 // Inode numbers are the tree's: kRootIno is the root, every other number is whatever
 // the tree chooses, stable for the life of the tree (hard links share one number).
 // Errors are Status codes the adapter turns into errnos:
-//   NotFound -> ENOENT, InvalidArgument -> EINVAL, FailedPrecondition -> ENOTDIR or
-//   EISDIR as fits the call, OutOfRange -> ERANGE (xattr buffer), Unimplemented ->
-//   ENODATA for xattrs / ENOSYS otherwise, everything else (Unavailable,
+//   NotFound -> ENOENT, InvalidArgument -> EINVAL, FailedPrecondition -> ENOTDIR
+//   (lookup, readdir), EISDIR (read) or EINVAL (readlink of a non-symlink),
+//   OutOfRange -> ERANGE (xattr buffer), Unimplemented -> ENODATA for GetXattr (an
+//   empty list for ListXattr) / ENOSYS otherwise, everything else (Unavailable,
 //   DeadlineExceeded, DataLoss: a fetch that failed or bytes that did not verify)
-//   -> EIO.
+//   -> EIO. fuse/errno_mapping.h implements this table.
 //
-// Thread safety: every method may be called from many threads at once.
+// Thread safety: every method may be called from many threads at once. No method may
+// throw: the adapter calls them from libfuse's C worker threads.
 #pragma once
 
 #include <sys/stat.h>

@@ -11,6 +11,7 @@ PACKAGES=(
   librocksdb-dev libssl-dev libtomlplusplus-dev libcli11-dev libspdlog-dev nlohmann-json3-dev
   libcurl4-openssl-dev libisal-dev libzstd-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libfuse3-dev fuse3
   # real components used by the tests and the benchmarks
   containerd runc busybox-static jq docker-registry skopeo umoci apache2-utils zstd attr
   # ctr-remote: the converter whose eStargz and zstd:chunked layers the stargz interop test reads
