@@ -132,7 +132,8 @@ class Server {
   // Stops serving and removes the mount; when this returns OK no FUSE request is in
   // flight and the tree will not be called again. Idempotent: OK when already
   // unmounted, also when someone else unmounted the directory meanwhile. When the
-  // mount is busy: see IfBusy (kFail leaves everything as it was). Thread-safe.
+  // mount is busy: see IfBusy. Thread-safe, but not to be called from the observer or
+  // a Tree method: it waits for them.
   Status Unmount(IfBusy if_busy = IfBusy::kAbort);
 
   const std::string& mountpoint() const { return mountpoint_; }
