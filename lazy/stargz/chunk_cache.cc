@@ -17,7 +17,15 @@ Result<ChunkCache::Data> ChunkCache::GetOrLoad(const ChunkKey& key, const Loader
     }
     loading_.emplace(key, promise.get_future().share());
   }
-  Result<Data> result = load();
+  // The waiters must get an answer even if the loader throws (it should not).
+  Result<Data> result = Status::Internal("chunk loader threw");
+  try {
+    result = load();
+  } catch (const std::bad_alloc&) {
+    result = Status(Code::kResourceExhausted, "out of memory loading a chunk");
+  } catch (const std::exception& e) {
+    result = Status::Internal(std::string("chunk loader threw: ") + e.what());
+  }
   {
     std::lock_guard lock(mu_);
     loading_.erase(key);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "core/digest.h"
@@ -29,6 +30,7 @@ constexpr size_t kMaxXattrNameBytes = 255;
 constexpr size_t kMaxXattrValueBytes = size_t{64} * 1024;
 constexpr uint64_t kMaxFileBytes = uint64_t{1} << 62;
 constexpr size_t kNoHardlink = SIZE_MAX;
+constexpr int kMaxJsonDepth = 8;
 
 // "a/b/c" for "./a//b/c/"; "" for the root. Refuses absolute names and "..".
 Result<std::string> CleanName(std::string_view name) {
@@ -596,11 +598,18 @@ Result<Toc> ParseTocJsonImpl(std::string_view text, BlobFormat format, uint64_t 
                                                 " bytes is over the limit of " +
                                                 std::to_string(limits.max_json_bytes));
   }
+  // A TOC nests four levels (document, entries, entry, xattrs); deeper is hostile.
+  auto limit_depth = [](int depth, Json::parse_event_t, Json&) {
+    if (depth > kMaxJsonDepth) throw std::length_error("TOC JSON nests too deeply");
+    return true;
+  };
   Json doc;
   try {
-    doc = Json::parse(text.begin(), text.end());
+    doc = Json::parse(text.begin(), text.end(), limit_depth);
   } catch (const Json::parse_error& e) {
     return Status::InvalidArgument(std::string("TOC is not valid JSON: ") + e.what());
+  } catch (const std::length_error& e) {
+    return Status::InvalidArgument(e.what());
   }
   if (!doc.is_object()) return Status::InvalidArgument("TOC JSON is not an object");
   auto version = doc.find("version");

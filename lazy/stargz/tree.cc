@@ -227,15 +227,30 @@ Result<size_t> StargzTree::Read(fuse::Ino ino, char* buf, size_t n, uint64_t off
       std::memset(buf + copied, 0, take);
     } else {
       Result<ChunkCache::Data> data = LoadChunk(chunk);
-      if (!data.ok()) {
-        return data.status().WithContext("reading inode " + std::to_string(ino) + " at " +
-                                         std::to_string(offset + copied));
-      }
+      if (!data.ok()) return ReadError(data.status(), ino, offset + copied);
       std::memcpy(buf + copied, (*data)->data() + within, take);
     }
     copied += take;
   }
   return n;
+}
+
+// A failed read must reach the reader as EIO: codes that the FUSE adapter maps to
+// other errnos (a removed blob's FailedPrecondition would read as EISDIR) become
+// Unavailable.
+Status StargzTree::ReadError(const Status& status, fuse::Ino ino, uint64_t offset) {
+  Status out =
+      status.WithContext("reading inode " + std::to_string(ino) + " at " + std::to_string(offset));
+  switch (out.code()) {
+    case Code::kDataLoss:
+    case Code::kDeadlineExceeded:
+    case Code::kUnavailable:
+    case Code::kResourceExhausted:
+    case Code::kInternal:
+      return out;
+    default:
+      return Status::Unavailable(out.ToString());
+  }
 }
 
 Result<ChunkCache::Data> StargzTree::LoadChunk(const TocChunk& chunk) {

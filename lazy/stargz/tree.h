@@ -66,8 +66,10 @@ class StargzTree final : public fuse::Tree {
                  const std::function<bool(const fuse::DirEntry&)>& emit) override;
   Result<std::string> ReadLink(fuse::Ino ino) override;
   // Errors: FailedPrecondition for a directory, InvalidArgument for other
-  // non-regular files, DataLoss when a chunk does not verify, the BlobReader's errors
-  // (DeadlineExceeded, Unavailable) as they are.
+  // non-regular files, DataLoss when a chunk does not verify, the BlobReader's
+  // DeadlineExceeded and Unavailable as they are, and its other errors (such as
+  // FailedPrecondition for a blob the engine dropped) as Unavailable, so that every
+  // failed fetch reads as EIO.
   Result<size_t> Read(fuse::Ino ino, char* buf, size_t n, uint64_t offset) override;
   Result<std::string> GetXattr(fuse::Ino ino, std::string_view name) override;
   Result<std::vector<std::string>> ListXattr(fuse::Ino ino) override;
@@ -86,6 +88,7 @@ class StargzTree final : public fuse::Tree {
   Result<const TocInode*> Find(fuse::Ino ino) const;
   fuse::Attr AttrOf(fuse::Ino ino, const TocInode& inode) const;
   void PresentForOverlay();
+  static Status ReadError(const Status& status, fuse::Ino ino, uint64_t offset);
   Result<ChunkCache::Data> LoadChunk(const TocChunk& chunk);
   Result<ChunkCache::Data> FetchVerified(const TocChunk& chunk);
   Result<std::string> FetchChunk(const TocChunk& chunk);

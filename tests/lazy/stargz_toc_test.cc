@@ -415,7 +415,8 @@ TEST(StargzToc, RefusesMalformedDocuments) {
               HasSubstr("entries"));
   std::string deep =
       R"({"version":1,"entries":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
-  EXPECT_FALSE(ParseTocJson(deep, BlobFormat::kEstargz, 100).ok());
+  EXPECT_THAT(ParseTocJson(deep, BlobFormat::kEstargz, 100).status().message(),
+              HasSubstr("nests too deeply"));
   TocLimits limits;
   limits.max_json_bytes = 10;
   EXPECT_EQ(ParseTocJson(R"({"version":1,"entries":[]})", BlobFormat::kEstargz, 100, limits)

@@ -534,5 +534,16 @@ TEST(StargzTree, FetchErrorsPassThroughWithoutInvalidating) {
   EXPECT_EQ(*o.tree->Read(ino, buf, sizeof buf, 0), 7u);
 }
 
+TEST(StargzTree, EveryOtherFetchErrorReadsAsUnavailable) {
+  Opened o = Open({File("f", "content")});
+  fuse::Ino ino = LookupPath(*o.tree, "f")->ino;
+  // The engine dropped the blob: FailedPrecondition would read as EISDIR, not EIO.
+  o.blob->FailReads(Status::FailedPrecondition("blob removed from the engine"));
+  char buf[16];
+  Result<size_t> got = o.tree->Read(ino, buf, sizeof buf, 0);
+  EXPECT_EQ(got.status().code(), Code::kUnavailable);
+  EXPECT_THAT(got.status().message(), HasSubstr("blob removed from the engine"));
+}
+
 }  // namespace
 }  // namespace strata::lazy::stargz
