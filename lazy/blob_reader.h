@@ -32,7 +32,8 @@ class BlobReader {
   // Reads up to `n` bytes at `offset` (fewer only at the end of the blob) with
   // on-demand priority. DeadlineExceeded when the bytes cannot be had within the
   // engine's read deadline (registry down or stalled); Unavailable/DataLoss as the
-  // registry client reports them.
+  // registry client reports them; FailedPrecondition once the blob was removed from the
+  // engine or the engine is gone.
   virtual Result<size_t> ReadAt(char* buf, size_t n, uint64_t offset) = 0;
 
   // Queues `ranges` for fetching at prefetch priority (adjacent ranges merged into as
@@ -40,7 +41,8 @@ class BlobReader {
   virtual void Prefetch(const std::vector<registry::ByteRange>& ranges) = 0;
 
   // Queues every byte not yet cached at background priority (paused while on-demand
-  // reads wait). Returns at once.
+  // reads wait). Returns at once. Prefetch and FetchRemaining are best effort: a piece
+  // that fails stops the rest of that call (logged); reads fetch what is still missing.
   virtual void FetchRemaining() = 0;
 
   // Forgets cached bytes overlapping [offset, offset + n) (they failed verification).

@@ -10,7 +10,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev libssl-dev libtomlplusplus-dev libcli11-dev libspdlog-dev nlohmann-json3-dev
   libcurl4-openssl-dev libisal-dev libzstd-dev zlib1g-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
   libfuse3-dev fuse3
   # real components used by the tests and the benchmarks
   containerd runc busybox-static jq docker-registry skopeo umoci apache2-utils zstd attr pigz
