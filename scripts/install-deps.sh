@@ -13,7 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
   libfuse3-dev fuse3
   # real components used by the tests and the benchmarks
-  containerd runc busybox-static jq docker-registry skopeo umoci apache2-utils zstd attr pigz
+  containerd runc busybox-static jq docker-registry skopeo umoci apache2-utils zstd attr pigz isal
   # ctr-remote: the converter whose eStargz and zstd:chunked layers the stargz interop test reads
   stargz-snapshotter
 )

@@ -4,6 +4,7 @@
 
 #include <condition_variable>
 #include <cstddef>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -50,7 +51,9 @@ class Pipe : public ByteSource {
   std::mutex mu_;
   std::condition_variable readable_;
   std::condition_variable writable_;
-  std::vector<char> ring_;
+  size_t capacity_;
+  // Not zero-filled: a pull makes several multi-MiB pipes per layer.
+  std::unique_ptr<char[]> ring_;
   size_t head_ = 0;  // index of the oldest buffered byte
   size_t size_ = 0;  // buffered bytes
   bool write_closed_ = false;
