@@ -228,11 +228,13 @@ Result<GcReport> CollectGarbage(ContentStore& content, ImageStore& images,
     if (live_content.contains(b.digest)) continue;
     if (options.dry_run) {
       report.content.push_back(b.digest);
+      report.content_bytes += b.size_bytes;
       continue;
     }
     Status s = content.Delete(b.digest, ContentStore::DeleteMode::kUnlessProtected);
     if (s.ok()) {
       report.content.push_back(b.digest);
+      report.content_bytes += b.size_bytes;
     } else if (s.IsFailedPrecondition()) {
       report.kept_protected.push_back(b.digest);
     } else if (!s.IsNotFound()) {

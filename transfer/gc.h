@@ -75,6 +75,8 @@ struct GcOptions {
 struct GcReport {
   // Removed (in a dry run: to be removed), in digest order.
   std::vector<std::string> content;
+  // Sum of the sizes of `content`.
+  int64_t content_bytes = 0;
   // Removed (in a dry run: to be removed), in removal order: children before parents.
   std::vector<SnapshotRef> snapshots;
   // Unreferenced content left alone because it became protected while the collection

@@ -87,21 +87,10 @@ Result<GcReport> RunGc(const TransferServices& deps, bool dry_run) {
   return report;
 }
 
-Status FillGcResponse(const TransferServices& deps, const GcReport& report, int64_t freed,
-                      pb::GarbageCollectResponse* out) {
+void ToProto(const GcReport& report, pb::GarbageCollectResponse* out) {
   for (const auto& d : report.content) out->add_content_removed(d);
   for (const auto& s : report.snapshots) out->add_snapshots_removed(s.snapshotter + "/" + s.key);
-  out->set_bytes_freed(freed);
-  return Status::Ok();
-}
-
-int64_t ContentBytes(const TransferServices& deps, const std::vector<std::string>& digests) {
-  int64_t total = 0;
-  for (const auto& d : digests) {
-    auto info = deps.content->Info(d);
-    if (info.ok()) total += info->size_bytes;
-  }
-  return total;
+  out->set_bytes_freed(report.content_bytes);
 }
 
 class ImagesService final : public pb::Images::Service {
@@ -227,11 +216,9 @@ class ImagesService final : public pb::Images::Service {
       resp->add_deleted(normalised);
     }
     if (!req->skip_gc()) {
-      Result<GcReport> dry = RunGc(deps_, true);
-      int64_t freed = dry.ok() ? ContentBytes(deps_, dry->content) : 0;
       Result<GcReport> report = RunGc(deps_, false);
       if (!report.ok()) return ToGrpc(report.status());
-      (void)FillGcResponse(deps_, *report, freed, resp->mutable_gc());
+      ToProto(*report, resp->mutable_gc());
     }
     return grpc::Status::OK;
   }
@@ -304,16 +291,10 @@ class ContentService final : public pb::Content::Service {
 
   grpc::Status GarbageCollect(grpc::ServerContext*, const pb::GarbageCollectRequest* req,
                               pb::GarbageCollectResponse* resp) override {
-    Result<GcReport> dry = RunGc(deps_, true);
-    if (!dry.ok()) return ToGrpc(dry.status());
-    int64_t freed = ContentBytes(deps_, dry->content);
-    if (req->dry_run()) {
-      (void)FillGcResponse(deps_, *dry, freed, resp);
-      return grpc::Status::OK;
-    }
-    Result<GcReport> report = RunGc(deps_, false);
+    Result<GcReport> report = RunGc(deps_, req->dry_run());
     if (!report.ok()) return ToGrpc(report.status());
-    (void)FillGcResponse(deps_, *report, freed, resp);
+    ToProto(*report, resp);
+    if (req->dry_run()) return grpc::Status::OK;
     spdlog::info("garbage collection removed {} blobs and {} snapshots", report->content.size(),
                  report->snapshots.size());
     return grpc::Status::OK;

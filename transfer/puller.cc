@@ -71,6 +71,14 @@ class ContentSource : public ByteSource {
 
 Status Cancelled() { return Status(Code::kCancelled, "pull cancelled"); }
 
+// Sets `labels` on blob `digest`, leaving its other labels as they are.
+Status AddLabels(ContentStore& content, const std::string& digest, const Labels& labels) {
+  if (labels.empty()) return Status::Ok();
+  std::vector<std::string> paths;
+  for (const auto& [k, v] : labels) paths.push_back("labels." + k);
+  return content.UpdateLabels(digest, labels, paths).status();
+}
+
 std::unique_ptr<ByteSource> NewContentSource(std::unique_ptr<ContentReader> reader) {
   return std::make_unique<ContentSource>(std::move(reader));
 }
@@ -246,11 +254,7 @@ Result<std::string> Puller::FetchDocument(const Reference& ref, const registry::
       std::string data(static_cast<size_t>((*reader)->Size()), '\0');
       ASSIGN_OR_RETURN(size_t n, (*reader)->ReadAt(data.data(), data.size(), 0));
       data.resize(n);
-      if (!labels.empty()) {
-        std::vector<std::string> paths;
-        for (const auto& [k, v] : labels) paths.push_back("labels." + k);
-        RETURN_IF_ERROR(content_->UpdateLabels(desc.digest, labels, paths).status());
-      }
+      RETURN_IF_ERROR(AddLabels(*content_, desc.digest, labels));
       return data;
     }
     Result<std::unique_ptr<ContentWriter>> writer =
@@ -303,16 +307,21 @@ Result<Image> Puller::Pull(const PullRequest& request, const ProgressSink& sink)
   RETURN_IF_ERROR(tracker.Report(true));
   RETURN_IF_ERROR(VerifyImage(options_.verifiers, name, target));
 
-  // Index -> the platform's manifest.
+  // Index -> the platform's manifest. Each document is fetched once, into the store.
   registry::Descriptor manifest_desc = target;
+  std::string manifest_json;
   if (registry::IsIndexMediaType(target.media_type)) {
-    ASSIGN_OR_RETURN(std::string index_json, registry_->FetchManifest(ref, target));
+    ASSIGN_OR_RETURN(std::string index_json, FetchDocument(ref, target, {}, /*manifest=*/true));
     ASSIGN_OR_RETURN(registry::Index index, registry::ParseIndex(index_json));
     Result<registry::Descriptor> chosen = registry::SelectPlatform(index, platform);
     if (!chosen.ok()) return chosen.status().WithContext("pull " + name);
     manifest_desc = *chosen;
-    if (manifest_desc.media_type.empty())
+    if (manifest_desc.media_type.empty()) {
       manifest_desc.media_type = registry::kMediaTypeOciManifest;
+    }
+    ASSIGN_OR_RETURN(manifest_json, FetchDocument(ref, manifest_desc, {}, /*manifest=*/true));
+    // Only now that the manifest is stored may the index refer to it (GC references
+    // never point at a missing blob).
     Labels index_labels = DistributionSource(ref);
     for (size_t i = 0; i < index.manifests.size(); i++) {
       if (index.manifests[i].digest == manifest_desc.digest) {
@@ -320,16 +329,10 @@ Result<Image> Puller::Pull(const PullRequest& request, const ProgressSink& sink)
             manifest_desc.digest;
       }
     }
-    // The index is stored after its manifest below, so that the GC reference of the
-    // index never points at a blob that is not there yet.
-    ASSIGN_OR_RETURN(std::string manifest_json,
-                     FetchDocument(ref, manifest_desc, {}, /*manifest=*/true));
-    ASSIGN_OR_RETURN(std::string stored_index,
-                     FetchDocument(ref, target, index_labels, /*manifest=*/true));
-    (void)stored_index;
+    RETURN_IF_ERROR(AddLabels(*content_, target.digest, index_labels));
+  } else {
+    ASSIGN_OR_RETURN(manifest_json, FetchDocument(ref, manifest_desc, {}, /*manifest=*/true));
   }
-  ASSIGN_OR_RETURN(std::string manifest_json,
-                   FetchDocument(ref, manifest_desc, {}, /*manifest=*/true));
   Result<registry::Manifest> manifest = registry::ParseManifest(manifest_json);
   if (!manifest.ok()) return manifest.status().WithContext("pull " + name + ": manifest");
 
@@ -503,14 +506,10 @@ Result<Image> Puller::Pull(const PullRequest& request, const ProgressSink& sink)
           manifest->layers[i].digest;
     }
   }
-  std::vector<std::string> paths;
-  for (const auto& [k, v] : manifest_labels) paths.push_back("labels." + k);
-  RETURN_IF_ERROR(content_->UpdateLabels(manifest_desc.digest, manifest_labels, paths).status());
+  RETURN_IF_ERROR(AddLabels(*content_, manifest_desc.digest, manifest_labels));
   if (request.unpack && !chain_ids.empty()) {
-    Labels l = {{kGcSnapshotPrefix + snapshotter, chain_ids.back()}};
-    RETURN_IF_ERROR(
-        content_->UpdateLabels(manifest->config.digest, l, {"labels." + l.begin()->first})
-            .status());
+    RETURN_IF_ERROR(AddLabels(*content_, manifest->config.digest,
+                              {{kGcSnapshotPrefix + snapshotter, chain_ids.back()}}));
   }
 
   // The image record, last.

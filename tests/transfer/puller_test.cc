@@ -256,6 +256,35 @@ TEST_F(PullerTest, PulledImageMergesLayersWithWhiteoutsAndOpaqueDirectories) {
   EXPECT_EQ(ReadFileOr(lower + "/etc/removed"), "gone soon\n");
 }
 
+TEST_F(PullerTest, IndexPullUnpacksThisPlatformsManifestAndRefersToIt) {
+  std::string mine = dir_ + "/mine", other = dir_ + "/other";
+  WriteFile(mine + "/arch", "mine\n");
+  WriteFile(other + "/arch", "other\n");
+  BuiltLayer mine_layer = MakeLayer(mine);
+  Descriptor here = PushImage("multi:here", {mine_layer});
+  Descriptor there = PushImage("multi:there", {MakeLayer(other)});
+  here.platform = registry::HostPlatform();
+  there.platform = registry::Platform{"linux", "s390x", "", ""};
+  std::string index = std::string(R"({"schemaVersion":2,"mediaType":")") +
+                      registry::kMediaTypeOciIndex + R"(","manifests":[)" +
+                      registry::DescriptorJson(there) + "," + registry::DescriptorJson(here) + "]}";
+  ASSERT_TRUE(client_
+                  ->PushManifest(*registry::ParseReference(Ref("multi:v1")),
+                                 registry::kMediaTypeOciIndex, index)
+                  .ok());
+  uint64_t requests = client_->stats().requests;
+  auto image = Pull(Ref("multi:v1"));
+  ASSERT_TRUE(image.ok()) << image.status().ToString();
+  EXPECT_EQ(image->target.digest, Sha256Digest(index));
+  EXPECT_EQ(image->target.media_type, registry::kMediaTypeOciIndex);
+  EXPECT_EQ(ReadFileOr(MountView(mine_layer.diff_id) + "/arch"), "mine\n");
+  auto stored = content_->Info(Sha256Digest(index));
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->labels.at("containerd.io/gc.ref.content.m.1"), here.digest);
+  // resolve, index, manifest, config, layer: each once.
+  EXPECT_EQ(client_->stats().requests - requests, 5u);
+}
+
 TEST_F(PullerTest, RepullOfAPresentImageFetchesNoBlob) {
   std::string base = dir_ + "/base";
   WriteFile(base + "/data", RandomText(1 << 20, 1));
@@ -393,9 +422,12 @@ TEST_F(PullerTest, GarbageCollectionAfterImageRemovalFreesContentAndSnapshots) {
   for (const auto& c : *content_->List({})) {
     content_->Protect(c.digest, std::chrono::steady_clock::now());
   }
+  int64_t stored_bytes = 0;
+  for (const auto& c : *content_->List({})) stored_bytes += c.size_bytes;
   auto report = CollectGarbage(*content_, *images_, options);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   EXPECT_EQ(report->content.size(), 3u);  // manifest, config, layer
+  EXPECT_EQ(report->content_bytes, stored_bytes);
   EXPECT_EQ(report->snapshots.size(), 1u);
   EXPECT_TRUE(snaps->Stat(layer.diff_id).status().IsNotFound());
 }
@@ -408,13 +440,15 @@ TEST_F(PullerTest, PushOfAPulledImageToAnotherRepositoryMountsItsBlobs) {
   ASSERT_TRUE(image.ok());
   auto layout = puller_->Layout(*image, "");
   ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  // The pull recorded where the layer came from: that is what makes the push mount it.
+  auto layer = content_->Info(layout->parsed.layers[0].digest);
+  ASSERT_TRUE(layer.ok());
+  EXPECT_EQ(layer->labels.at("containerd.io/distribution.source." + registry_->address()), "src");
   PushRequest request;
   request.destination = *registry::ParseReference(Ref("copy:v2"));
-  uint64_t before = client_->stats().requests;
   auto pushed = transfer::PushImage(*client_, *content_, *layout, request, nullptr);
   ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
   EXPECT_EQ(*pushed, image->target.digest);
-  (void)before;
   // The copy resolves and pulls like the original.
   auto copy = client_->Resolve(*registry::ParseReference(Ref("copy:v2")));
   ASSERT_TRUE(copy.ok());
