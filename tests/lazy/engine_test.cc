@@ -23,6 +23,7 @@
 #include "registry/client.h"
 #include "tests/support/fault_proxy_process.h"
 #include "tests/support/local_registry.h"
+#include "tests/support/random_bytes.h"
 
 namespace strata::lazy {
 namespace {
@@ -34,15 +35,7 @@ using strata::testing::LocalRegistry;
 constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kBlobSize = 8 * kMiB;
 
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string out(n, '\0');
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&out[i], &v, 8);
-  }
-  return out;
-}
+using strata::testing::RandomBytes;
 
 // Polls `done` every 20 ms for up to `limit`.
 bool WaitFor(const std::function<bool()>& done, milliseconds limit = milliseconds(30000)) {

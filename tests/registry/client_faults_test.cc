@@ -10,6 +10,7 @@
 #include "registry/client.h"
 #include "tests/support/fault_proxy_process.h"
 #include "tests/support/local_registry.h"
+#include "tests/support/random_bytes.h"
 
 namespace strata::registry {
 namespace {

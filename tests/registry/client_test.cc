@@ -8,6 +8,7 @@
 
 #include "core/digest.h"
 #include "tests/support/local_registry.h"
+#include "tests/support/random_bytes.h"
 
 namespace strata::registry {
 namespace {
