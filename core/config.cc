@@ -51,6 +51,45 @@ Result<int64_t> ParseDurationMs(const std::string& text) {
   return total;
 }
 
+Result<uint64_t> ParseByteSize(const std::string& text) {
+  auto bad = [&] {
+    return Status::InvalidArgument("bad size \"" + text + "\" (use e.g. 4096, 512KiB, 64MiB, 2GiB)");
+  };
+  size_t i = 0;
+  uint64_t n = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    if (n > (uint64_t{1} << 50)) return bad();
+    n = n * 10 + static_cast<uint64_t>(text[i] - '0');
+    i++;
+  }
+  if (i == 0) return bad();
+  std::string unit = text.substr(i);
+  if (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
+  static const std::pair<const char*, uint64_t> kUnits[] = {
+      {"", 1},
+      {"B", 1},
+      {"K", uint64_t{1} << 10},
+      {"KiB", uint64_t{1} << 10},
+      {"KB", 1000},
+      {"M", uint64_t{1} << 20},
+      {"MiB", uint64_t{1} << 20},
+      {"MB", 1000000},
+      {"G", uint64_t{1} << 30},
+      {"GiB", uint64_t{1} << 30},
+      {"GB", 1000000000},
+      {"T", uint64_t{1} << 40},
+      {"TiB", uint64_t{1} << 40},
+      {"TB", 1000000000000},
+  };
+  for (const auto& [name, factor] : kUnits) {
+    if (unit == name) {
+      if (n > UINT64_MAX / factor) return bad();
+      return n * factor;
+    }
+  }
+  return bad();
+}
+
 namespace {
 
 // Reads the keys of one [section] into `config`.
@@ -73,8 +112,56 @@ Status LoadSection(const std::string& path, const std::string& section, const to
     }
     return *v;
   };
+  auto bool_of = [&](const std::string& key, const toml::node& node) -> Result<bool> {
+    auto v = node.value<bool>();
+    if (!v) return Status::InvalidArgument(where(key) + " must be true or false");
+    return *v;
+  };
+  auto duration_of = [&](const std::string& key, const toml::node& node) -> Result<int64_t> {
+    ASSIGN_OR_RETURN(std::string text, string_of(key, node));
+    Result<int64_t> ms = ParseDurationMs(text);
+    if (!ms.ok()) return ms.status().WithContext(where(key));
+    return *ms;
+  };
+  auto size_of = [&](const std::string& key, const toml::node& node) -> Result<uint64_t> {
+    if (auto v = node.value<int64_t>()) {
+      if (*v < 0) return Status::InvalidArgument(where(key) + " must not be negative");
+      return static_cast<uint64_t>(*v);
+    }
+    ASSIGN_OR_RETURN(std::string text, string_of(key, node));
+    Result<uint64_t> size = ParseByteSize(text);
+    if (!size.ok()) return size.status().WithContext(where(key));
+    return *size;
+  };
   for (const auto& [key_view, node] : table) {
     std::string key(key_view.str());
+    if (section == "lazy") {
+      if (key == "enabled") {
+        ASSIGN_OR_RETURN(config.lazy_enabled, bool_of(key, node));
+      } else if (key == "cache_dir") {
+        ASSIGN_OR_RETURN(config.lazy_cache_dir, string_of(key, node));
+      } else if (key == "chunk_size") {
+        ASSIGN_OR_RETURN(config.lazy_chunk_size, size_of(key, node));
+      } else if (key == "max_connections") {
+        ASSIGN_OR_RETURN(int64_t v, int_of(key, node, 1, 256));
+        config.lazy_max_connections = static_cast<int>(v);
+      } else if (key == "read_deadline") {
+        ASSIGN_OR_RETURN(config.lazy_read_deadline_ms, duration_of(key, node));
+      } else if (key == "memory_cache") {
+        ASSIGN_OR_RETURN(config.lazy_memory_cache_bytes, size_of(key, node));
+      } else if (key == "disk_cache_limit") {
+        ASSIGN_OR_RETURN(config.lazy_disk_cache_limit_bytes, size_of(key, node));
+      } else if (key == "prefetch") {
+        ASSIGN_OR_RETURN(config.lazy_prefetch, bool_of(key, node));
+      } else if (key == "background_fetch") {
+        ASSIGN_OR_RETURN(config.lazy_background_fetch, bool_of(key, node));
+      } else if (key == "metrics_address") {
+        ASSIGN_OR_RETURN(config.lazy_metrics_address, string_of(key, node));
+      } else {
+        return Status::InvalidArgument("config " + path + ": unknown key \"lazy." + key + "\"");
+      }
+      continue;
+    }
     if (section == "registry" && key == "config_path") {
       ASSIGN_OR_RETURN(config.registry_config_path, string_of(key, node));
     } else if (section == "registry" && key == "docker_config") {
@@ -96,10 +183,7 @@ Status LoadSection(const std::string& path, const std::string& section, const to
       ASSIGN_OR_RETURN(int64_t v, int_of(key, node, 0, 1000));
       config.verifier_max_verifiers = static_cast<int>(v);
     } else if (section == "image_verifier" && key == "per_verifier_timeout") {
-      ASSIGN_OR_RETURN(std::string text, string_of(key, node));
-      Result<int64_t> ms = ParseDurationMs(text);
-      if (!ms.ok()) return ms.status().WithContext(where(key));
-      config.verifier_timeout_ms = *ms;
+      ASSIGN_OR_RETURN(config.verifier_timeout_ms, duration_of(key, node));
     } else {
       return Status::InvalidArgument("config " + path + ": unknown key \"" + section + "." + key +
                                      "\"");
@@ -141,7 +225,8 @@ Status LoadConfigFile(const std::string& path, DaemonConfig& config) {
       auto v = node.value<bool>();
       if (!v) return bad_type(key, "boolean");
       config.background_cleanup = *v;
-    } else if ((key == "registry" || key == "transfer" || key == "image_verifier") &&
+    } else if ((key == "registry" || key == "transfer" || key == "image_verifier" ||
+                key == "lazy") &&
                node.is_table()) {
       RETURN_IF_ERROR(LoadSection(path, key, *node.as_table(), config));
     } else {

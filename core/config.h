@@ -22,6 +22,18 @@
 //   bin_dir = ""                           # "" = no verification
 //   max_verifiers = 10
 //   per_verifier_timeout = "10s"           # "500ms", "10s", "1m"
+//
+//   [lazy]                                 # lazy pulling (eStargz layers over FUSE)
+//   enabled = true                         # serve remote-snapshot Prepares lazily
+//   cache_dir = ""                         # "" = <root>/cache
+//   chunk_size = "1MiB"                    # fetch and cache granularity
+//   max_connections = 8                    # registry requests in flight
+//   read_deadline = "30s"                  # a read waits this long, then EIO
+//   memory_cache = "64MiB"                 # recently read chunks in memory
+//   disk_cache_limit = "0"                 # "0" = unlimited, else e.g. "20GiB"
+//   prefetch = true                        # fetch landmark-prioritised files at mount
+//   background_fetch = true                # then the rest of each layer
+//   metrics_address = ""                   # e.g. "127.0.0.1:9100"; "" = no endpoint
 #pragma once
 
 #include <cstdint>
@@ -49,11 +61,26 @@ struct DaemonConfig {
   std::string verifier_bin_dir;
   int verifier_max_verifiers = 10;
   int64_t verifier_timeout_ms = 10000;
+
+  bool lazy_enabled = true;
+  std::string lazy_cache_dir;  // "" = <root>/cache
+  uint64_t lazy_chunk_size = 1 << 20;
+  int lazy_max_connections = 8;
+  int64_t lazy_read_deadline_ms = 30000;
+  uint64_t lazy_memory_cache_bytes = 64 << 20;
+  uint64_t lazy_disk_cache_limit_bytes = 0;
+  bool lazy_prefetch = true;
+  bool lazy_background_fetch = true;
+  std::string lazy_metrics_address;
 };
 
 // Parses a duration such as "500ms", "10s", "2m", "1h" (or "1m30s") into milliseconds.
 // InvalidArgument if malformed.
 Result<int64_t> ParseDurationMs(const std::string& text);
+
+// Parses a byte size: a number with an optional unit B, K/KiB, M/MiB, G/GiB, T/TiB
+// (powers of 1024; KB/MB/GB/TB are powers of 1000). InvalidArgument if malformed.
+Result<uint64_t> ParseByteSize(const std::string& text);
 
 // Reads `path` over the values already in `config`. InvalidArgument naming the file,
 // line and key for syntax errors, unknown keys and values of the wrong type.

@@ -681,6 +681,37 @@ Result<std::vector<std::string>> Client::ReadRanges(const Reference& ref, const 
   return out;
 }
 
+Result<uint64_t> Client::BlobSize(const Reference& ref, const std::string& digest) {
+  ASSIGN_OR_RETURN(auto endpoints, EndpointsFor(ref, kCapabilityPull));
+  const std::string what = "stat blob " + digest;
+  Status last;
+  for (const auto& ep : endpoints) {
+    Call call(this, ep, ref, Scope(ref, false));
+    HttpRequest req;
+    req.method = "HEAD";
+    req.url = ObjectUrl(ep, ref, "blobs", digest);
+    req.total_timeout = options_.request_timeout;
+    Result<HttpResponse> resp = call.Run(req);
+    if (!resp.ok()) {
+      last = resp.status().WithContext(what);
+      continue;
+    }
+    if (resp->status != 200) {
+      last = HttpFailure(what, ref, req, *resp, call.attempts());
+      continue;
+    }
+    std::string length = HeaderValue(resp->headers, "Content-Length");
+    char* end = nullptr;
+    unsigned long long size = std::strtoull(length.c_str(), &end, 10);
+    if (length.empty() || end == nullptr || *end != '\0') {
+      last = Status::Unavailable(what + ": registry " + ep.host + " sent no Content-Length");
+      continue;
+    }
+    return static_cast<uint64_t>(size);
+  }
+  return last;
+}
+
 Result<bool> Client::HasBlob(const Reference& ref, const std::string& digest) {
   ASSIGN_OR_RETURN(auto endpoints, EndpointsFor(ref, kCapabilityPush));
   const RegistryEndpoint& ep = endpoints.front();

@@ -116,6 +116,10 @@ class Client {
   Result<std::vector<std::string>> ReadRanges(const Reference& ref, const std::string& digest,
                                               const std::vector<ByteRange>& ranges);
 
+  // The size of blob `digest` of `ref`'s repository, from a HEAD request to the pull
+  // endpoints (mirrors first). NotFound when no endpoint has it; Unavailable when the
+  // registry sends no Content-Length.
+  Result<uint64_t> BlobSize(const Reference& ref, const std::string& digest);
   // Whether `ref`'s repository has blob `digest`.
   Result<bool> HasBlob(const Reference& ref, const std::string& digest);
   // Uploads blob `desc` (its digest and size must be right: the registry verifies).

@@ -54,6 +54,12 @@ struct RemoteLayer {
 // CRI or the ctr-remote spelling).
 std::optional<RemoteLayer> ParseRemoteLayer(const std::map<std::string, std::string>& labels);
 
+// Why a layer is unmounted.
+enum class UnmountReason {
+  kRemoved,   // its snapshot is gone (or was never committed): its cache may go too
+  kShutdown,  // the daemon stops; the layer is mounted again at the next start
+};
+
 class LayerSource {
  public:
   virtual ~LayerSource() = default;
@@ -67,9 +73,8 @@ class LayerSource {
   // other error is logged and the layer is unpacked normally.
   virtual Status Mount(const RemoteLayer& layer, const std::string& mountpoint) = 0;
 
-  // Unmounts what Mount mounted at `mountpoint` (the snapshot is being removed, or the
-  // daemon stops). OK when nothing is mounted there.
-  virtual Status Unmount(const std::string& mountpoint) = 0;
+  // Unmounts what Mount mounted at `mountpoint`. OK when nothing is mounted there.
+  virtual Status Unmount(const std::string& mountpoint, UnmountReason reason) = 0;
 };
 
 }  // namespace strata::snapshotter

@@ -387,7 +387,8 @@ class OverlayImpl : public Overlay {
     RETURN_IF_ERROR(store_->WaitDurable(ticket));
     if (!lazy_source.empty()) {
       LayerSource* source = SourceNamed(lazy_source);
-      Status s = source != nullptr ? source->Unmount(UpperPath(id)) : Status::Ok();
+      Status s = source != nullptr ? source->Unmount(UpperPath(id), UnmountReason::kRemoved)
+                                   : Status::Ok();
       if (!s.ok()) spdlog::warn("unmount remote snapshot {}: {}", UpperPath(id), s.ToString());
     }
     // Only now that the removal is durable may the directory go.
@@ -466,7 +467,7 @@ class OverlayImpl : public Overlay {
       auto l = e.record.labels.find(kLabelLazySource);
       if (l == e.record.labels.end()) continue;
       if (LayerSource* source = SourceNamed(l->second)) {
-        Status s = source->Unmount(UpperPath(e.record.id));
+        Status s = source->Unmount(UpperPath(e.record.id), UnmountReason::kShutdown);
         if (!s.ok()) spdlog::warn("unmount remote snapshot: {}", s.ToString());
       }
     }
@@ -740,7 +741,7 @@ class OverlayImpl : public Overlay {
       committed[kLabelLazySource] = std::string(source->name());
       Status s = CommitSnapshot(ns, layer.target, key, committed, parent, /*measure_usage=*/false);
       if (!s.ok()) {
-        (void)source->Unmount(mountpoint);
+        (void)source->Unmount(mountpoint, UnmountReason::kRemoved);
         (void)Remove(ns, key);
         if (!s.IsAlreadyExists()) return s.WithContext("commit remote snapshot");
       }

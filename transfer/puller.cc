@@ -34,11 +34,6 @@ constexpr auto kWaitForOtherPull = std::chrono::hours(1);
 // before the image record refers to them.
 constexpr auto kPullProtection = std::chrono::hours(6);
 
-std::string ShortDigest(const std::string& digest) {
-  size_t colon = digest.find(':');
-  return digest.substr(colon + 1, 12);
-}
-
 // A key for the active snapshot a layer is unpacked into; unique per attempt.
 std::string ExtractKey(const std::string& chain_id) {
   thread_local std::mt19937_64 rng{std::random_device{}()};

@@ -2,7 +2,7 @@
 // (io.containerd.image-verifier.v1.bindir): every executable in `bin_dir` is run, in
 // name order, after a reference is resolved and before anything is fetched:
 //
-//   <bin_dir>/<verifier> -name <reference> -digest <resolved digest> \
+//   <bin_dir>/<verifier> -name <reference> -digest <resolved digest>
 //       -stdin-media-type application/vnd.oci.descriptor.v1+json
 //
 // with the resolved descriptor as JSON on stdin. Exit status 0 accepts the image; any

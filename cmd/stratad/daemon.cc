@@ -15,6 +15,11 @@
 
 #include "core/fs.h"
 #include "core/lock_file.h"
+#include "fuse/mounts.h"
+#include "lazy/engine.h"
+#include "lazy/fuse_metrics.h"
+#include "lazy/metrics_endpoint.h"
+#include "lazy/stargz/layer_source.h"
 #include "metadata/store.h"
 #include "registry/client.h"
 #include "snapshotter/overlay.h"
@@ -81,6 +86,57 @@ Status SetSocketPermissions(const DaemonConfig& config) {
   return Status::Ok();
 }
 
+// Lazy pulling: the engine, the formats it serves and the metrics endpoint.
+struct LazyServices {
+  std::unique_ptr<lazy::Engine> engine;
+  std::unique_ptr<lazy::FuseMetrics> fuse_metrics;
+  std::unique_ptr<lazy::stargz::StargzSource> stargz;
+  std::unique_ptr<lazy::MetricsEndpoint> metrics;
+};
+
+Result<LazyServices> StartLazy(const DaemonConfig& config, registry::Client* registry,
+                               snapshotter::Overlay* overlay) {
+  LazyServices lazy;
+  if (!config.lazy_enabled) return lazy;
+  lazy::EngineOptions options;
+  options.cache_dir = config.lazy_cache_dir.empty() ? config.root + "/cache" : config.lazy_cache_dir;
+  options.chunk_size = config.lazy_chunk_size;
+  options.max_connections = static_cast<size_t>(config.lazy_max_connections);
+  options.read_deadline = std::chrono::milliseconds(config.lazy_read_deadline_ms);
+  options.memory_cache_bytes = config.lazy_memory_cache_bytes;
+  options.disk_cache_limit_bytes = config.lazy_disk_cache_limit_bytes;
+  auto engine = lazy::Engine::Open(options, registry);
+  if (!engine.ok()) return engine.status().WithContext("[lazy]");
+  lazy.engine = std::move(*engine);
+  lazy.fuse_metrics = std::make_unique<lazy::FuseMetrics>(*lazy.engine->metrics_registry());
+
+  lazy::stargz::SourceOptions stargz;
+  stargz.prefetch = config.lazy_prefetch;
+  stargz.background_fetch = config.lazy_background_fetch;
+  stargz.mount.observer = lazy.fuse_metrics->observer();
+  // Whiteouts and opaque directories as both privileged and "userxattr" overlays read them.
+  stargz.open.tree.opaque_xattrs = {"trusted.overlay.opaque", "user.overlay.opaque"};
+  lazy.stargz = std::make_unique<lazy::stargz::StargzSource>(lazy.engine.get(), registry, stargz);
+  overlay->AddLayerSource(lazy.stargz.get());
+
+  if (!config.lazy_metrics_address.empty()) {
+    auto metrics =
+        lazy::MetricsEndpoint::Start(config.lazy_metrics_address, lazy.engine->metrics_registry());
+    if (!metrics.ok()) return metrics.status().WithContext("[lazy] metrics_address");
+    lazy.metrics = std::move(*metrics);
+    spdlog::info("lazy metrics at http://{}/metrics (port {})", config.lazy_metrics_address,
+                 lazy.metrics->port());
+  }
+  // Layers mounted by an earlier run (the mounts of a crashed run are dead: detach them).
+  auto stale = fuse::ListFuseMounts(config.root + "/snapshots");
+  if (stale.ok()) {
+    for (const auto& m : *stale) (void)fuse::RecoverStaleMount(m.mount_point);
+  }
+  ASSIGN_OR_RETURN(int restored, overlay->RestoreRemoteLayers());
+  if (restored > 0) spdlog::info("mounted {} lazy layers again", restored);
+  return lazy;
+}
+
 }  // namespace
 
 Status RunDaemon(const DaemonConfig& config) {
@@ -113,6 +169,7 @@ Status RunDaemon(const DaemonConfig& config) {
       std::chrono::milliseconds(config.verifier_timeout_ms);
   transfer::Puller puller(registry.get(), content.get(), images.get(), overlay.get(),
                           puller_options);
+  ASSIGN_OR_RETURN(LazyServices lazy, StartLazy(config, registry.get(), overlay.get()));
   transfer::TransferServices transfer_deps;
   transfer_deps.registry = registry.get();
   transfer_deps.content = content.get();
@@ -157,7 +214,11 @@ Status RunDaemon(const DaemonConfig& config) {
   spdlog::info("received signal {}, shutting down", sig);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   server->Wait();
+  // The overlay unmounts its lazy layers, then the sources and the engine can go.
   RETURN_IF_ERROR(overlay->Close());
+  lazy.metrics.reset();
+  lazy.stargz.reset();
+  lazy.engine.reset();
   overlay.reset();
   store.reset();
   ::unlink(config.address.c_str());

@@ -21,7 +21,8 @@ int main(int argc, char** argv) {
 
   CLI::App app{"stratad: container snapshot and lazy-pull service"};
   std::string config_path, root, address, log_level, socket_mode, socket_group;
-  std::string registry_config_path, verifier_bin_dir;
+  std::string registry_config_path, verifier_bin_dir, metrics_address;
+  bool no_lazy = false;
   bool no_background_cleanup = false;
   app.add_option("--config", config_path, "TOML configuration file");
   app.add_option("--root", root, "state directory (default /var/lib/strata)");
@@ -35,6 +36,9 @@ int main(int argc, char** argv) {
                  "directory of hosts.toml files (default /etc/strata/certs.d)");
   app.add_option("--image-verifier-bin-dir", verifier_bin_dir,
                  "directory of image verifier plugins (default: none)");
+  app.add_flag("--no-lazy", no_lazy, "unpack every layer; never serve layers lazily");
+  app.add_option("--metrics-address", metrics_address,
+                 "HOST:PORT of the lazy engine's Prometheus endpoint (default: none)");
   bool show_version = false;
   app.add_flag("--version", show_version, "print the version and exit");
   CLI11_PARSE(app, argc, argv);
@@ -58,6 +62,8 @@ int main(int argc, char** argv) {
   if (no_background_cleanup) config.background_cleanup = false;
   if (!registry_config_path.empty()) config.registry_config_path = registry_config_path;
   if (!verifier_bin_dir.empty()) config.verifier_bin_dir = verifier_bin_dir;
+  if (!metrics_address.empty()) config.lazy_metrics_address = metrics_address;
+  if (no_lazy) config.lazy_enabled = false;
   if (!socket_mode.empty()) {
     auto mode = strata::ParseOctalMode(socket_mode);
     if (!mode.ok()) {

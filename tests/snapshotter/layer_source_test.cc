@@ -35,7 +35,7 @@ class TmpfsSource : public LayerSource {
     }
     return Status::Ok();
   }
-  Status Unmount(const std::string& mountpoint) override {
+  Status Unmount(const std::string& mountpoint, UnmountReason) override {
     unmounts_++;
     return strata::Unmount(mountpoint, true);
   }

@@ -1,0 +1,199 @@
+#include "lazy/stargz/layer_source.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/digest.h"
+#include "fuse/mounts.h"
+#include "registry/reference.h"
+
+namespace strata::lazy::stargz {
+
+struct StargzSource::Layer {
+  std::string digest;
+  std::shared_ptr<BlobReader> blob;
+  std::unique_ptr<StargzTree> tree;
+};
+
+namespace {
+
+std::string Label(const snapshotter::RemoteLayer& layer, std::string_view key) {
+  auto it = layer.labels.find(std::string(key));
+  return it == layer.labels.end() ? std::string() : it->second;
+}
+
+}  // namespace
+
+StargzSource::StargzSource(Engine* engine, registry::Client* client, SourceOptions options)
+    : engine_(engine), client_(client), options_(std::move(options)) {}
+
+StargzSource::~StargzSource() { UnmountAll(); }
+
+Result<std::shared_ptr<StargzSource::Layer>> StargzSource::OpenLayer(
+    const snapshotter::RemoteLayer& remote, const registry::Reference& ref) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = layers_.find(remote.layer_digest);
+    if (it != layers_.end()) {
+      if (auto layer = it->second.lock()) return layer;
+    }
+  }
+  OpenOptions open = options_.open;
+  open.toc.toc_digest = Label(remote, kTocDigestAnnotation);
+  open.toc.zstd_manifest_checksum = Label(remote, kZstdChunkedManifestChecksumAnnotation);
+  if (open.toc.zstd_manifest_checksum.empty()) {
+    open.toc.zstd_manifest_checksum = Label(remote, kLegacyZstdChunkedManifestChecksumAnnotation);
+  }
+  ASSIGN_OR_RETURN(uint64_t size, client_->BlobSize(ref, remote.layer_digest));
+  ASSIGN_OR_RETURN(auto blob, engine_->OpenBlob(ref, remote.layer_digest, size));
+  Result<std::unique_ptr<StargzTree>> tree = StargzTree::Open(blob, open);
+  if (!tree.ok()) {
+    // Not a stargz blob after all: the caller unpacks it, the cache is useless.
+    if (tree.status().code() == Code::kInvalidArgument ||
+        tree.status().code() == Code::kFailedPrecondition) {
+      (void)engine_->RemoveBlob(remote.layer_digest);
+      return Status::FailedPrecondition("layer " + remote.layer_digest + " of " + remote.image_ref +
+                                        " is not a stargz layer: " + tree.status().message());
+    }
+    return tree.status();
+  }
+  auto layer = std::make_shared<Layer>();
+  layer->digest = remote.layer_digest;
+  layer->blob = std::move(blob);
+  layer->tree = std::move(*tree);
+
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& slot = layers_[remote.layer_digest];
+  if (auto other = slot.lock()) return other;  // a concurrent Mount opened it first
+  slot = layer;
+  removed_digests_.erase(remote.layer_digest);
+  return layer;
+}
+
+Status StargzSource::Mount(const snapshotter::RemoteLayer& remote, const std::string& mountpoint) {
+  if (Label(remote, kTocDigestAnnotation).empty() &&
+      Label(remote, kZstdChunkedManifestChecksumAnnotation).empty() &&
+      Label(remote, kLegacyZstdChunkedManifestChecksumAnnotation).empty()) {
+    return Status::FailedPrecondition("layer " + remote.layer_digest + " of " + remote.image_ref +
+                                      " has no " + std::string(kTocDigestAnnotation) +
+                                      " annotation: not an eStargz layer");
+  }
+  RETURN_IF_ERROR(ValidateDigest(remote.layer_digest).WithContext("layer digest"));
+  ASSIGN_OR_RETURN(registry::Reference ref, registry::ParseReference(remote.image_ref));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ReapLocked();
+    auto it = mounts_.find(mountpoint);
+    if (it != mounts_.end()) {
+      if (it->second.layer->digest == remote.layer_digest && it->second.server->serving()) {
+        return Status::Ok();
+      }
+      return Status::AlreadyExists("layer " + it->second.layer->digest + " is mounted at " +
+                                   mountpoint);
+    }
+  }
+  // A mount left by a crashed stratad answers ENOTCONN and cannot be mounted over.
+  Result<bool> stale = fuse::RecoverStaleMount(mountpoint, options_.stale_mount_probe);
+  if (!stale.ok()) return stale.status().WithContext("mount point " + mountpoint);
+  if (*stale) spdlog::info("detached the dead mount of an earlier run at {}", mountpoint);
+
+  ASSIGN_OR_RETURN(std::shared_ptr<Layer> layer, OpenLayer(remote, ref));
+  fuse::MountOptions mount = options_.mount;
+  mount.fs_name = layer->digest;
+  mount.subtype = "strata-stargz";
+  ASSIGN_OR_RETURN(std::unique_ptr<fuse::Server> server,
+                   fuse::Server::Mount(*layer->tree, mountpoint, mount));
+
+  if (options_.prefetch) {
+    std::vector<registry::ByteRange> ranges = layer->tree->PrefetchRanges();
+    if (!ranges.empty()) layer->blob->Prefetch(ranges);
+  }
+  if (options_.background_fetch) layer->blob->FetchRemaining();
+
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, inserted] = mounts_.try_emplace(mountpoint);
+  if (!inserted) {  // a concurrent Mount at the same mount point won
+    (void)server->Unmount(fuse::IfBusy::kAbort);
+    return it->second.layer->digest == remote.layer_digest
+               ? Status::Ok()
+               : Status::AlreadyExists("layer " + it->second.layer->digest + " is mounted at " +
+                                       mountpoint);
+  }
+  it->second = Mounted{layer, std::move(server), remote.image_ref};
+  removed_digests_.erase(layer->digest);
+  spdlog::debug("mounted stargz layer {} ({} bytes, {} inodes) at {}", layer->digest,
+                layer->blob->size(), layer->tree->toc().inodes.size(), mountpoint);
+  return Status::Ok();
+}
+
+Status StargzSource::Unmount(const std::string& mountpoint, snapshotter::UnmountReason reason) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = mounts_.find(mountpoint);
+  if (it == mounts_.end()) return Status::Ok();
+  Mounted mounted = std::move(it->second);
+  mounts_.erase(it);
+  lock.unlock();
+  // Not under mu_: Unmount waits for the FUSE requests in flight.
+  Status s = mounted.server->Unmount(reason == snapshotter::UnmountReason::kShutdown
+                                         ? fuse::IfBusy::kAbort
+                                         : fuse::IfBusy::kFail);
+  lock.lock();
+  if (reason == snapshotter::UnmountReason::kRemoved) {
+    removed_digests_.insert(mounted.layer->digest);
+  }
+  if (!s.ok()) {
+    Result<std::optional<fuse::MountInfoEntry>> still = fuse::FindMount(mountpoint);
+    if (mounted.server->serving() && still.ok() && still->has_value()) {
+      mounts_.emplace(mountpoint, std::move(mounted));  // busy: still mounted, still ours
+    } else {
+      detached_.push_back(std::move(mounted));  // serving an overlay that still uses it
+    }
+  }
+  ReapLocked();
+  return s;
+}
+
+void StargzSource::ReapLocked() {
+  for (auto it = detached_.begin(); it != detached_.end();) {
+    it = it->server->serving() ? std::next(it) : detached_.erase(it);
+  }
+  for (auto it = removed_digests_.begin(); it != removed_digests_.end();) {
+    bool in_use = false;
+    for (const auto& [_, m] : mounts_) in_use |= m.layer->digest == *it;
+    for (const auto& m : detached_) in_use |= m.layer->digest == *it;
+    if (in_use) {
+      ++it;
+      continue;
+    }
+    layers_.erase(*it);
+    Status s = engine_->RemoveBlob(*it);
+    if (!s.ok()) spdlog::warn("remove the cache of layer {}: {}", *it, s.ToString());
+    it = removed_digests_.erase(it);
+  }
+}
+
+void StargzSource::UnmountAll() {
+  std::map<std::string, Mounted> mounts;
+  std::vector<Mounted> detached;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    mounts.swap(mounts_);
+    detached.swap(detached_);
+  }
+  for (auto& [mountpoint, m] : mounts) {
+    Status s = m.server->Unmount(fuse::IfBusy::kAbort);
+    if (!s.ok()) spdlog::warn("unmount stargz layer at {}: {}", mountpoint, s.ToString());
+  }
+  for (auto& m : detached) (void)m.server->Unmount(fuse::IfBusy::kAbort);
+}
+
+std::vector<MountedLayer> StargzSource::Mounts() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<MountedLayer> out;
+  for (const auto& [mountpoint, m] : mounts_) {
+    out.push_back({mountpoint, m.layer->digest, m.image_ref, m.layer->blob->size(),
+                   m.layer->blob->CachedBytes()});
+  }
+  return out;
+}
+
+}  // namespace strata::lazy::stargz

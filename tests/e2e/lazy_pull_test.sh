@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Lazy pulling end to end, with real components: Debian's containerd (1.6) loads
+# stratad as proxy snapshotter "strata"; an image converted to eStargz by Debian's
+# ctr-remote sits in Debian's docker-registry (behind strata's fault proxy);
+# `ctr-remote image rpull --snapshotter strata` pulls it lazily and `ctr run` reads
+# files from it while most of the image was never fetched.
+#
+#   lazy_pull_test.sh STRATAD STRATA FAULT_PROXY
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/lib.sh"
+source "$HERE/registry_lib.sh"
+
+STRATAD=$(realpath "$1")
+STRATA=$(realpath "$2")
+FAULT_PROXY_BIN=$(realpath "$3")
+for tool in containerd ctr ctr-remote runc containerd-shim-runc-v2 busybox jq curl; do
+  command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed (scripts/install-deps.sh)"; exit 1; }
+done
+
+e2e_init strata-lazy-pull
+start_registry
+start_fault_proxy "$REGISTRY_ADDR"
+REG="$PROXY_ADDR"
+
+METRICS_PORT=$(registry_free_port)
+CONFIG="$E2E_DIR/stratad.toml"
+cat >"$CONFIG" <<EOF
+[registry]
+config_path = "$E2E_DIR/certs.d"
+max_attempts = 3
+
+[lazy]
+background_fetch = false
+read_deadline = "4s"
+metrics_address = "127.0.0.1:$METRICS_PORT"
+EOF
+mkdir -p "$E2E_DIR/certs.d"
+start_stratad "$STRATAD" "$STRATA" --config "$CONFIG"
+start_containerd
+
+# Sum of a metric's series on stratad's metrics endpoint (0 when absent).
+metric() {
+  curl -sS --fail "http://127.0.0.1:$METRICS_PORT/metrics" |
+    awk -v name="$1" '$1 == name || index($1, name "{") == 1 { s += $2 } END { printf "%d\n", s }'
+}
+fetched() { metric strata_lazy_fetched_bytes_total; }
+ns_ctr() { ctr --address "$CONTAINERD_SOCK" --namespace "$1" "${@:2}"; }
+lazy_mounts() { grep -c ' fuse.strata-stargz ' /proc/self/mountinfo || true; }
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+# check_has DESCRIPTION NEEDLE HAYSTACK: passes when HAYSTACK contains NEEDLE.
+check_has() {
+  if grep -qF -- "$2" <<<"$3"; then
+    pass "$1"
+  else
+    fail "$1" "expected \"$2\" in:" "${3:0:2000}"
+  fi
+}
+# run_in NAME COMMAND: runs COMMAND with sh in a new container of the lazily pulled image.
+run_in() {
+  ctr_ run --rm --snapshotter strata "$LAZY_REF" "$1" sh -c "$2"
+}
+
+# ---- the image: busybox, then a layer of incompressible data ---------------------
+B="$E2E_DIR/build"
+mkdir -p "$B/l1/bin" "$B/l1/etc" "$B/l1/tmp" "$B/l2/data/sub"
+cp "$(command -v busybox)" "$B/l1/bin/busybox"
+for applet in sh cat sha256sum ls wc head true; do ln -s busybox "$B/l1/bin/$applet"; done
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$B/l1/etc/passwd"
+chmod 1777 "$B/l1/tmp"
+printf 'lazy hello\n' >"$B/l2/data/small.txt"
+for i in 1 2 3 4 5 6 7 8; do head -c $((4 << 20)) /dev/urandom >"$B/l2/data/big-$i.bin"; done
+seq 1 20000 >"$B/l2/data/sub/numbers.txt"
+ln "$B/l2/data/small.txt" "$B/l2/data/small.link"
+ln -s big-1.bin "$B/l2/data/big.symlink"
+
+OCI="$E2E_DIR/oci"
+mkdir -p "$OCI/blobs/sha256"
+put_blob() {  # FILE -> "digest size"
+  local d
+  d=$(sha256_of "$1")
+  cp "$1" "$OCI/blobs/sha256/$d"
+  echo "sha256:$d $(stat -c %s "$1")"
+}
+layers="[]" diffs=()
+for l in l1 l2; do
+  tar --numeric-owner --owner=0 --group=0 -C "$B/$l" -cf "$B/$l.tar" .
+  diffs+=("sha256:$(sha256_of "$B/$l.tar")")
+  gzip -n -1 "$B/$l.tar"
+  read -r d s < <(put_blob "$B/$l.tar.gz")
+  layers=$(jq -c --arg d "$d" --argjson s "$s" \
+    '. + [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $d, size: $s}]' <<<"$layers")
+done
+arch=$(dpkg --print-architecture)
+jq -n -c --arg arch "$arch" --args '{architecture: $arch, os: "linux",
+    config: {Env: ["PATH=/bin"], Cmd: ["/bin/sh"], WorkingDir: "/"},
+    rootfs: {type: "layers", diff_ids: $ARGS.positional}}' "${diffs[@]}" >"$B/config.json"
+read -r cd cs < <(put_blob "$B/config.json")
+jq -n -c --arg cd "$cd" --argjson cs "$cs" --argjson layers "$layers" '{schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $cd, size: $cs},
+    layers: $layers}' >"$B/manifest.json"
+read -r md ms < <(put_blob "$B/manifest.json")
+SRC="$REG/strata/lazy:gzip"
+jq -n -c --arg md "$md" --argjson ms "$ms" --arg name "$SRC" '{schemaVersion: 2,
+    manifests: [{mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $md, size: $ms,
+      annotations: {"io.containerd.image.name": $name, "org.opencontainers.image.ref.name": "gzip"}}]}' \
+  >"$OCI/index.json"
+echo '{"imageLayoutVersion":"1.0.0"}' >"$OCI/oci-layout"
+tar -C "$OCI" -cf "$E2E_DIR/image.tar" .
+
+# Convert in a namespace of its own and push both images to the registry.
+check "image imported" ns_ctr build images import "$E2E_DIR/image.tar"
+printf '{"path":"data/small.txt"}\n{"path":"bin/busybox"}\n' >"$E2E_DIR/record.json"
+LAZY_REF="$REG/strata/lazy:estargz"
+check "ctr-remote converts the image to eStargz" \
+  ctr-remote --address "$CONTAINERD_SOCK" --namespace build images convert --oci --estargz \
+  --estargz-record-in "$E2E_DIR/record.json" "$SRC" "$LAZY_REF"
+check "eStargz image pushed" ns_ctr build images push --plain-http "$LAZY_REF"
+check "gzip image pushed" ns_ctr build images push --plain-http "$SRC"
+manifest=$(curl -sS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  "http://$REG/v2/strata/lazy/manifests/estargz")
+IMAGE_BYTES=$(jq '[.layers[].size] | add' <<<"$manifest")
+TOC_DIGESTS=$(jq -r '[.layers[].annotations["containerd.io/snapshot/stargz/toc.digest"] // empty] | length' <<<"$manifest")
+check_eq "both eStargz layers carry a TOC digest" "$TOC_DIGESTS" 2
+log "eStargz image: $IMAGE_BYTES bytes of layers"
+
+# ---- rpull: containerd skips every layer, strata mounts them lazily --------------
+before=$(fetched)
+out=$(ctr-remote --address "$CONTAINERD_SOCK" --namespace "$CTR_NAMESPACE" image rpull --plain-http \
+  --snapshotter strata "$LAZY_REF" 2>&1) || fail "ctr-remote rpull --snapshotter strata" "$out"
+pass "ctr-remote rpull --snapshotter strata"
+check_eq "both layers are lazy FUSE mounts" "$(lazy_mounts)" 2
+check_has "stratad served the layers lazily" "served lazily by stargz" "$(cat "$E2E_DIR/stratad.log")"
+snaps=$(ctr_ snapshots --snapshotter strata ls)
+check_has "the layer snapshots are committed" "Committed" "$snaps"
+after_pull=$(fetched)
+log "fetched by the pull: $((after_pull - before)) bytes"
+check "the pull fetched under a quarter of the image" test $((after_pull - before)) -lt $((IMAGE_BYTES / 4))
+wait_until 20 test "$(metric 'strata_lazy_fetched_bytes_total{priority="prefetch"}')" -gt 0 || true
+check "the landmark's files were prefetched" \
+  test "$(metric 'strata_lazy_fetched_bytes_total{priority="prefetch"}')" -gt 0
+
+# ---- run: content is right, most of the image is never fetched --------------------
+out=$(run_in lazy-read-1 'cat /data/small.txt /data/small.link; sha256sum /data/big-3.bin; wc -l < /data/sub/numbers.txt; cat /data/big.symlink | sha256sum' 2>&1) ||
+  fail "ctr run on the lazy snapshot" "$out"
+check_has "small file read through the lazy layer" "lazy hello" "$out"
+check_eq "hard link reads the same" "$(grep -c 'lazy hello' <<<"$out")" 2
+check_has "4 MiB file byte-identical" "$(sha256_of "$B/l2/data/big-3.bin")" "$out"
+check_has "symlink followed" "$(sha256_of "$B/l2/data/big-1.bin")" "$out"
+check_has "numbers file complete" "20000" "$out"
+after_run=$(fetched)
+log "fetched after the run: $after_run of $IMAGE_BYTES bytes"
+check "most of the image was never fetched" test "$after_run" -lt $((IMAGE_BYTES / 2))
+check "the bytes read were fetched" test "$after_run" -gt $((8 << 20))
+check "metrics: FUSE read latency recorded" \
+  grep -q 'strata_fuse_operation_duration_seconds_count{op="read"}' \
+  <(curl -sS "http://127.0.0.1:$METRICS_PORT/metrics")
+
+# ---- a registry fault: reads of uncached data fail with EIO within the deadline --
+set_fault_rules 'GET /v2/.*/blobs/.* reset'
+start_s=$(date +%s)
+out=$(run_in lazy-fault 'cat /data/big-7.bin >/dev/null; echo "rc=$?"' 2>&1) || true
+elapsed=$(($(date +%s) - start_s))
+check_has "a read while the registry fails reports an I/O error" "Input/output error" "$out"
+check "the failing read did not hang ($elapsed s)" test "$elapsed" -lt 30
+out=$(run_in lazy-cached 'cat /data/small.txt' 2>&1) || true
+check_has "cached files still read while the registry fails" "lazy hello" "$out"
+set_fault_rules
+out=$(run_in lazy-recovered 'sha256sum /data/big-7.bin' 2>&1) || true
+check_has "reads recover when the registry returns" "$(sha256_of "$B/l2/data/big-7.bin")" "$out"
+
+# ---- restart: the layers are mounted again, their caches kept ---------------------
+stop_pid "$STRATAD_PID" stratad
+check_eq "stratad unmounted its layers at shutdown" "$(lazy_mounts)" 0
+start_stratad "$STRATAD" "$STRATA" --config "$CONFIG"
+check_eq "the layers are mounted again at start" "$(lazy_mounts)" 2
+out=$(run_in lazy-restarted 'sha256sum /data/big-3.bin' 2>&1) || fail "ctr run after restart" "$out"
+check_has "content after restart" "$(sha256_of "$B/l2/data/big-3.bin")" "$out"
+check_eq "cached bytes were not fetched again" "$(fetched)" 0
+
+# ---- fallback: a plain gzip image is unpacked the normal way -----------------------
+out=$(ctr-remote --address "$CONTAINERD_SOCK" --namespace "$CTR_NAMESPACE" image rpull --plain-http \
+  --snapshotter strata "$SRC" 2>&1) || fail "rpull of a gzip image" "$out"
+check_eq "no FUSE mount for the gzip image" "$(lazy_mounts)" 2
+out=$(ctr_ run --rm --snapshotter strata "$SRC" plain-read sh -c 'sha256sum /data/big-2.bin' 2>&1) ||
+  fail "ctr run of the gzip image" "$out"
+check_has "gzip image content" "$(sha256_of "$B/l2/data/big-2.bin")" "$out"
+
+# ---- removal: containerd's GC removes the snapshots, their mounts and caches -----
+check "eStargz image removed" ctr_ images rm --sync "$LAZY_REF"
+check "gzip image removed" ctr_ images rm --sync "$SRC"
+wait_until 20 bash -c "! grep -q ' fuse.strata-stargz ' /proc/self/mountinfo" || true
+check_eq "no lazy mount left after GC" "$(lazy_mounts)" 0
+check_eq "no snapshot left" "$(ctr_ snapshots --snapshotter strata ls | tail -n +2 | wc -l)" 0
+check_eq "the layer caches were deleted" "$(find "$STRATAD_ROOT/cache" -mindepth 1 -maxdepth 1 -type d | wc -l)" 0
+
+e2e_finish
