@@ -218,6 +218,7 @@ class AdminService final : public ::strata::admin::v1::Admin::Service {
     resp->set_root(info_.root);
     resp->set_schema_version(info_.schema_version);
     resp->set_pid(::getpid());
+    resp->set_image_snapshotter(info_.image_snapshotter);
     return grpc::Status::OK;
   }
 

@@ -30,6 +30,7 @@ struct AdminInfo {
   std::string version;
   std::string root;
   uint32_t schema_version = 0;
+  std::string image_snapshotter;  // where `strata image pull` unpacks ([transfer])
 };
 
 // Builds strata's Admin service on `overlay` (not owned).

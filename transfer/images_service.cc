@@ -49,6 +49,8 @@ pb::LayerState ToProto(LayerState s) {
       return pb::LAYER_STATE_ALREADY_EXISTS;
     case LayerState::kFailed:
       return pb::LAYER_STATE_FAILED;
+    case LayerState::kLazy:
+      return pb::LAYER_STATE_LAZY;
   }
   return pb::LAYER_STATE_UNSPECIFIED;
 }
@@ -104,6 +106,7 @@ class ImagesService final : public pb::Images::Service {
     request.platform = req->platform();
     request.snapshotter = req->snapshotter();
     request.unpack = !req->skip_unpack();
+    request.lazy = !req->no_lazy();
     request.max_concurrent_downloads = req->max_concurrent_downloads();
     spdlog::info("pull {} (platform {}, snapshotter {})", Quote(request.reference),
                  request.platform.empty() ? "host" : request.platform,

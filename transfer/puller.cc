@@ -34,6 +34,16 @@ constexpr auto kWaitForOtherPull = std::chrono::hours(1);
 // before the image record refers to them.
 constexpr auto kPullProtection = std::chrono::hours(6);
 
+// Whether a lazy source may serve `layer`: it says where its eStargz TOC is.
+bool IsLazyCapable(const registry::Descriptor& layer) {
+  for (const char* key : {"containerd.io/snapshot/stargz/toc.digest",
+                          "io.github.containers.zstd-chunked.manifest-checksum",
+                          "io.containers.zstd-chunked.manifest-checksum"}) {
+    if (layer.annotations.count(key) > 0) return true;
+  }
+  return false;
+}
+
 // A key for the active snapshot a layer is unpacked into; unique per attempt.
 std::string ExtractKey(const std::string& chain_id) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -96,6 +106,8 @@ std::string_view LayerStateName(LayerState state) {
       return "already exists";
     case LayerState::kFailed:
       return "failed";
+    case LayerState::kLazy:
+      return "lazy";
   }
   return "unknown";
 }
@@ -118,6 +130,7 @@ struct Puller::Job {
   std::string snapshotter;
   std::unique_ptr<snapshotter::Snapshotter> snaps;
   bool unpack = true;
+  bool lazy = false;  // try a lazy source first (in the commit loop)
   const std::atomic<bool>* cancelled = nullptr;  // the pull gave up: stop early
 
   // Set by the worker.
@@ -373,6 +386,7 @@ Result<Image> Puller::Pull(const PullRequest& request, const ProgressSink& sink)
     job.snapshotter = snapshotter;
     job.snaps = snapshots_->ForName(snapshotter);
     job.unpack = request.unpack;
+    job.lazy = request.unpack && request.lazy && IsLazyCapable(job.layer);
     job.cancelled = &cancelled;
   }
   if (request.unpack) {
@@ -405,6 +419,7 @@ Result<Image> Puller::Pull(const PullRequest& request, const ProgressSink& sink)
       size_t i = next.fetch_add(1);
       if (i >= jobs.size()) return;
       Job& job = jobs[i];
+      if (job.lazy) continue;  // the commit loop mounts it, or pulls it after all
       Status s = job.finished ? Status::Ok() : PullLayer(ref, job, tracker);
       if (!s.ok()) {
         tracker.SetState(job.index, LayerState::kFailed);
@@ -430,6 +445,21 @@ Result<Image> Puller::Pull(const PullRequest& request, const ProgressSink& sink)
   }
   for (size_t i = present; i < jobs.size() && failure.ok(); i++) {
     Job& job = jobs[i];
+    if (job.lazy) {
+      Status lazy = PrepareLazy(name, job, manifest->layers);
+      if (lazy.ok()) {
+        tracker.SetState(job.index, LayerState::kLazy);
+        Result<std::string> dir = snapshots_->FsPath(snapshotter, job.chain_id);
+        if (dir.ok()) lowers.insert(lowers.begin(), *dir);
+        continue;
+      }
+      // Not served lazily: download and unpack it here, then commit as usual.
+      Status s = PullLayer(ref, job, tracker);
+      if (!s.ok()) tracker.SetState(job.index, LayerState::kFailed);
+      std::lock_guard<std::mutex> lock(done_mu);
+      job.status = s;
+      job.finished = true;
+    }
     while (true) {
       {
         std::unique_lock<std::mutex> lock(done_mu);
@@ -582,6 +612,32 @@ Status Puller::PullLayer(const Reference& ref, Job& job, Tracker& tracker) {
     ReleaseChain(chain_key);
   }
   return s;
+}
+
+Status Puller::PrepareLazy(const std::string& image_name, Job& job,
+                           const std::vector<registry::Descriptor>& layers) {
+  std::string all_layers;
+  for (const auto& l : layers) all_layers += (all_layers.empty() ? "" : ",") + l.digest;
+  // The labels containerd's CRI plugin sends (snapshotter/layer_source.h), plus the
+  // layer's annotations, as containerd passes them.
+  Labels labels = job.layer.annotations;
+  labels[snapshotter::kLabelTargetSnapshotRef] = job.chain_id;
+  labels["containerd.io/snapshot/cri.image-ref"] = image_name;
+  labels["containerd.io/snapshot/cri.layer-digest"] = job.layer.digest;
+  labels["containerd.io/snapshot/cri.image-layers"] = all_layers;
+  const std::string key = ExtractKey(job.chain_id);
+  auto prepared = job.snaps->Prepare(key, job.parent_chain_id, labels);
+  if (prepared.ok()) {
+    // No lazy source took it: the snapshot is an ordinary active one, not needed.
+    (void)job.snaps->Remove(key);
+    return Status::FailedPrecondition("layer " + job.layer.digest + " is not served lazily");
+  }
+  if (!prepared.status().IsAlreadyExists()) return prepared.status();
+  auto info = job.snaps->Stat(job.chain_id);
+  if (!info.ok() || info->kind != snapshotter::Kind::kCommitted) {
+    return Status::FailedPrecondition("layer " + job.layer.digest + " was not committed lazily");
+  }
+  return Status::Ok();
 }
 
 Status Puller::UnpackLayer(const Reference& ref, Job& job, Tracker& tracker) {

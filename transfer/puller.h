@@ -56,6 +56,7 @@ enum class LayerState {
   kDone,
   kAlreadyExists,
   kFailed,
+  kLazy,  // served lazily: mounted from the registry, fetched on demand
 };
 
 std::string_view LayerStateName(LayerState state);
@@ -91,6 +92,10 @@ struct PullRequest {
   std::string platform;     // "" = host platform
   std::string snapshotter;  // "" = PullerOptions::snapshotter_name
   bool unpack = true;
+  // Layers that a lazy source can serve (eStargz with a TOC digest annotation) are
+  // mounted from the registry instead of downloaded, as containerd's remote snapshot
+  // protocol does it; the others are unpacked. false unpacks every layer.
+  bool lazy = true;
   int max_concurrent_downloads = 0;  // 0 = PullerOptions
 };
 
@@ -138,6 +143,11 @@ class Puller {
   Status DownloadToStore(const registry::Reference& ref, Job& job, ContentWriter& writer,
                          Tracker& tracker, const Labels& labels);
   Status UnpackLayer(const registry::Reference& ref, Job& job, Tracker& tracker);
+  // Asks the snapshotter to serve `job`'s layer lazily (remote-snapshot Prepare onto
+  // the committed parent chain). OK when the chain snapshot now exists;
+  // FailedPrecondition when no lazy source serves the layer.
+  Status PrepareLazy(const std::string& image_name, Job& job,
+                     const std::vector<registry::Descriptor>& layers);
 
   // Serialises work on one chain snapshot across concurrent pulls. Returns false when
   // another pull produced it meanwhile.

@@ -44,24 +44,6 @@ json ParsedOrString(const std::string& text) {
   return parsed.is_discarded() ? json(text) : parsed;
 }
 
-// Reads a progress stream to its end, printing it; returns the last message.
-template <typename Reader>
-grpc::Status Follow(Reader& reader, bool quiet, pb::PullProgress* last) {
-  ProgressPrinter printer(stdout, !quiet && ::isatty(STDOUT_FILENO) != 0);
-  pb::PullProgress msg;
-  while (reader->Read(&msg)) {
-    if (msg.done()) {
-      *last = msg;
-      break;
-    }
-    if (!quiet) printer.Update(msg);
-    *last = msg;
-  }
-  grpc::Status st = reader->Finish();
-  if (!quiet) printer.Finish(*last);
-  return st;
-}
-
 }  // namespace
 
 void AddImageCommands(CLI::App& app, Context& ctx, std::function<void(std::function<int()>)> run) {
@@ -76,6 +58,7 @@ void AddImageCommands(CLI::App& app, Context& ctx, std::function<void(std::funct
     auto platform = std::make_shared<std::string>();
     auto snapshotter = std::make_shared<std::string>();
     auto skip_unpack = std::make_shared<bool>(false);
+    auto lazy = std::make_shared<bool>(true);
     auto quiet = std::make_shared<bool>(false);
     auto downloads = std::make_shared<int>(0);
     cmd->add_option("reference", *ref, "image reference (busybox, ghcr.io/org/app:1.0, ...)")
@@ -84,6 +67,8 @@ void AddImageCommands(CLI::App& app, Context& ctx, std::function<void(std::funct
     cmd->add_option("--unpack-snapshotter", *snapshotter,
                     "snapshotter name to unpack into (default: the daemon's)");
     cmd->add_flag("--skip-unpack", *skip_unpack, "download only");
+    cmd->add_flag("--lazy,!--no-lazy", *lazy,
+                  "serve eStargz layers from the registry on demand (--lazy=false pulls all)");
     cmd->add_option("--max-concurrent-downloads", *downloads, "parallel layer downloads");
     cmd->add_flag("--quiet,-q", *quiet, "print only the image name and digest");
     cmd->callback([=, &ctx] {
@@ -93,6 +78,7 @@ void AddImageCommands(CLI::App& app, Context& ctx, std::function<void(std::funct
         req.set_platform(*platform);
         req.set_snapshotter(*snapshotter);
         req.set_skip_unpack(*skip_unpack);
+        req.set_no_lazy(!*lazy);
         req.set_max_concurrent_downloads(*downloads);
         grpc::ClientContext cctx;
         auto reader = stub()->Pull(&cctx, req);

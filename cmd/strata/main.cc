@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "cmd/strata/image_commands.h"
+#include "cmd/strata/mount_commands.h"
 #include "cmd/strata/output.h"
 #include "cmd/strata/snapshot_commands.h"
 
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   };
   strata::cli::AddSnapshotCommands(app, ctx, run);
   strata::cli::AddImageCommands(app, ctx, run);
+  strata::cli::AddMountCommands(app, ctx, run);
   if (argc >= 2 && std::string(argv[1]) == "--version") {
     std::cout << "strata " << STRATA_VERSION << "\n";
     return 0;

@@ -51,6 +51,8 @@ std::string LayerStateText(pb::LayerState state) {
       return "failed";
     case pb::LAYER_STATE_UPLOADING:
       return "uploading";
+    case pb::LAYER_STATE_LAZY:
+      return "lazy";
     default:
       return "unknown";
   }

@@ -3,6 +3,9 @@
 // state change, that read well in logs.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <map>
 #include <string>
@@ -32,5 +35,29 @@ class ProgressPrinter {
 
 // "downloading", "already exists", ...
 std::string LayerStateText(::strata::images::v1::LayerState state);
+
+// Reads a pull or push progress stream to its end, printing it (redrawn on a terminal,
+// plain lines otherwise, nothing when `quiet`); `last` receives the last message, with
+// the layers' final states.
+template <typename Reader>
+grpc::Status Follow(Reader& reader, bool quiet, ::strata::images::v1::PullProgress* last) {
+  ProgressPrinter printer(stdout, !quiet && ::isatty(STDOUT_FILENO) != 0);
+  ::strata::images::v1::PullProgress msg;
+  while (reader->Read(&msg)) {
+    if (msg.done() && msg.layers().empty()) {
+      // The final message carries the image; keep the layers' last states with it.
+      auto layers = std::move(*last->mutable_layers());
+      *last = msg;
+      *last->mutable_layers() = std::move(layers);
+      break;
+    }
+    *last = msg;
+    if (msg.done()) break;
+    if (!quiet) printer.Update(msg);
+  }
+  grpc::Status st = reader->Finish();
+  if (!quiet) printer.Finish(*last);
+  return st;
+}
 
 }  // namespace strata::cli

@@ -183,7 +183,8 @@ Status RunDaemon(const DaemonConfig& config) {
   auto images_service = transfer::NewImagesService(transfer_deps);
   auto content_service = transfer::NewContentService(transfer_deps);
   auto admin = snapshotter::NewAdminService(overlay.get(),
-                                            {STRATA_VERSION, config.root, store->schema_version()});
+                                            {STRATA_VERSION, config.root, store->schema_version(),
+                                             config.transfer_snapshotter});
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + config.address, grpc::InsecureServerCredentials());
   builder.SetMaxReceiveMessageSize(16 << 20);

@@ -195,4 +195,38 @@ check_eq "no lazy mount left after GC" "$(lazy_mounts)" 0
 check_eq "no snapshot left" "$(ctr_ snapshots --snapshotter strata ls | tail -n +2 | wc -l)" 0
 check_eq "the layer caches were deleted" "$(find "$STRATAD_ROOT/cache" -mindepth 1 -maxdepth 1 -type d | wc -l)" 0
 
+# ---- strata mount: an eStargz image is mounted lazily at once ---------------------
+M="$E2E_DIR/mnt"
+mkdir -p "$M"
+before=$(fetched)
+out=$(strata_ mount -q "$LAZY_REF" "$M" 2>&1) || fail "strata mount of the eStargz image" "$out"
+check_has "strata mount says the layers are lazy" "2 of 2 layers served lazily" "$out"
+check "strata mount fetched under a quarter of the image" \
+  test $(($(fetched) - before)) -lt $((IMAGE_BYTES / 4))
+check_eq "mounted file content" "$(cat "$M/data/small.txt")" "lazy hello"
+check_eq "mounted 4 MiB file" "$(sha256_of "$M/data/big-5.bin")" "$(sha256_of "$B/l2/data/big-5.bin")"
+check_eq "busybox from the lower layer" "$(sha256_of "$M/bin/busybox")" "$(sha256_of "$B/l1/bin/busybox")"
+check "the mount is read-only" bash -c "! touch '$M/new-file' 2>/dev/null"
+check_fails "a second strata mount at the same directory is refused" strata_ mount -q "$LAZY_REF" "$M"
+check "strata umount" strata_ umount "$M"
+check "the directory is no longer a mount point" bash -c "! mountpoint -q '$M'"
+check_fails "strata umount of a directory it did not mount" strata_ umount "$M"
+check "strata image rm of the mounted image" strata_ image rm "$LAZY_REF"
+check_eq "its lazy mounts went with it" "$(lazy_mounts)" 0
+
+# ---- strata image pull: lazy by default, --lazy=false downloads everything -------
+out=$(strata_ image pull "$LAZY_REF" 2>&1) || fail "strata image pull of the eStargz image" "$out"
+check_eq "strata image pull reports both layers lazy" "$(grep -c ': lazy' <<<"$out")" 2
+check_eq "the pull mounted both layers" "$(lazy_mounts)" 2
+P="$E2E_DIR/mnt-plain"
+mkdir -p "$P"
+out=$(strata_ mount -q --lazy=false "$SRC" "$P" 2>&1) || fail "strata mount --lazy=false" "$out"
+check_lacks "a full pull serves nothing lazily" "$out" "lazily"
+check_eq "fully pulled content" "$(sha256_of "$P/data/big-6.bin")" "$(sha256_of "$B/l2/data/big-6.bin")"
+check "strata umount of the full pull" strata_ umount "$P"
+check "strata image rm removes both images" strata_ image rm "$LAZY_REF" "$SRC"
+check_eq "no lazy mount left after strata's GC" "$(lazy_mounts)" 0
+check_eq "no layer cache left after strata's GC" \
+  "$(find "$STRATAD_ROOT/cache" -mindepth 1 -maxdepth 1 -type d | wc -l)" 0
+
 e2e_finish
