@@ -170,6 +170,17 @@ set_fault_rules
 out=$(run_in lazy-recovered 'sha256sum /data/big-7.bin' 2>&1) || true
 check_has "reads recover when the registry returns" "$(sha256_of "$B/l2/data/big-7.bin")" "$out"
 
+# ---- corrupt data from the registry: detected, never returned ----------------------
+set_fault_rules 'GET /v2/.*/blobs/.* corrupt'
+out=$(run_in lazy-corrupt 'cat /data/big-8.bin | sha256sum' 2>&1) || true
+check_has "a corrupted chunk reads as an I/O error" "Input/output error" "$out"
+check_lacks "no wrong bytes reach the reader" "$out" "$(sha256_of "$B/l2/data/big-8.bin")"
+check_has "the mismatch is logged" "invalidating" "$(cat "$E2E_DIR/stratad.log")"
+set_fault_rules
+out=$(run_in lazy-uncorrupted 'sha256sum /data/big-8.bin' 2>&1) || true
+check_has "the chunk reads right once the registry sends good bytes" \
+  "$(sha256_of "$B/l2/data/big-8.bin")" "$out"
+
 # ---- restart: the layers are mounted again, their caches kept ---------------------
 stop_pid "$STRATAD_PID" stratad
 check_eq "stratad unmounted its layers at shutdown" "$(lazy_mounts)" 0
