@@ -103,9 +103,10 @@ Status LoadSection(const std::string& path, const std::string& section, const to
     if (!v) return Status::InvalidArgument(where(key) + " must be a string");
     return *v;
   };
+  // value_exact, not value: toml++'s value<T>() would read `true` as 1 and `1` as true.
   auto int_of = [&](const std::string& key, const toml::node& node, int64_t min,
                     int64_t max) -> Result<int64_t> {
-    auto v = node.value<int64_t>();
+    auto v = node.value_exact<int64_t>();
     if (!v || *v < min || *v > max) {
       return Status::InvalidArgument(where(key) + " must be an integer from " +
                                      std::to_string(min) + " to " + std::to_string(max));
@@ -113,7 +114,7 @@ Status LoadSection(const std::string& path, const std::string& section, const to
     return *v;
   };
   auto bool_of = [&](const std::string& key, const toml::node& node) -> Result<bool> {
-    auto v = node.value<bool>();
+    auto v = node.value_exact<bool>();
     if (!v) return Status::InvalidArgument(where(key) + " must be true or false");
     return *v;
   };
@@ -124,7 +125,7 @@ Status LoadSection(const std::string& path, const std::string& section, const to
     return *ms;
   };
   auto size_of = [&](const std::string& key, const toml::node& node) -> Result<uint64_t> {
-    if (auto v = node.value<int64_t>()) {
+    if (auto v = node.value_exact<int64_t>()) {
       if (*v < 0) return Status::InvalidArgument(where(key) + " must not be negative");
       return static_cast<uint64_t>(*v);
     }
@@ -222,7 +223,7 @@ Status LoadConfigFile(const std::string& path, DaemonConfig& config) {
       if (!mode.ok()) return mode.status().WithContext("config " + path);
       config.socket_mode = *mode;
     } else if (key == "background_cleanup") {
-      auto v = node.value<bool>();
+      auto v = node.value_exact<bool>();
       if (!v) return bad_type(key, "boolean");
       config.background_cleanup = *v;
     } else if ((key == "registry" || key == "transfer" || key == "image_verifier" ||

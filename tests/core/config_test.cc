@@ -105,6 +105,16 @@ TEST_F(ConfigTest, WrongTypeIsInvalidArgumentNamingKey) {
   EXPECT_NE(s.message().find("background_cleanup"), std::string::npos) << s.message();
 }
 
+TEST_F(ConfigTest, NumbersAreNotBooleansNorBooleansNumbers) {
+  DaemonConfig c;
+  Status s = Load("background_cleanup = 0\n", c);
+  EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+  EXPECT_TRUE(c.background_cleanup);
+  s = Load("[registry]\nmax_attempts = true\n", c);
+  EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+  EXPECT_EQ(c.registry_max_attempts, DaemonConfig().registry_max_attempts);
+}
+
 TEST_F(ConfigTest, SocketModeMustBeAString) {
   DaemonConfig c;
   Status s = Load("socket_mode = 660\n", c);
@@ -200,6 +210,170 @@ TEST(DurationTest, ParsesUnitsAndRejectsGarbage) {
   EXPECT_EQ(*ParseDurationMs("1h1s"), 3601000);
   for (const char* bad : {"", "10", "s", "1d", "-1s", "1.5s"}) {
     EXPECT_FALSE(ParseDurationMs(bad).ok()) << bad;
+  }
+}
+
+TEST_F(ConfigTest, LazyDefaultsAreDocumentedValues) {
+  DaemonConfig c;
+  EXPECT_TRUE(c.lazy_enabled);
+  EXPECT_EQ(c.lazy_cache_dir, "");
+  EXPECT_EQ(c.lazy_chunk_size, 1u << 20);
+  EXPECT_EQ(c.lazy_max_connections, 8);
+  EXPECT_EQ(c.lazy_read_deadline_ms, 30000);
+  EXPECT_EQ(c.lazy_memory_cache_bytes, 64u << 20);
+  EXPECT_EQ(c.lazy_disk_cache_limit_bytes, 0u);
+  EXPECT_TRUE(c.lazy_prefetch);
+  EXPECT_TRUE(c.lazy_background_fetch);
+  EXPECT_EQ(c.lazy_metrics_address, "");
+}
+
+TEST_F(ConfigTest, LazySectionSetsEveryKey) {
+  DaemonConfig c;
+  Status s = Load(R"(
+[lazy]
+enabled = false
+cache_dir = "/var/cache/strata"
+chunk_size = "4MiB"
+max_connections = 32
+read_deadline = "1m30s"
+memory_cache = "512KiB"
+disk_cache_limit = "20GiB"
+prefetch = false
+background_fetch = false
+metrics_address = "127.0.0.1:9100"
+)",
+                  c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_FALSE(c.lazy_enabled);
+  EXPECT_EQ(c.lazy_cache_dir, "/var/cache/strata");
+  EXPECT_EQ(c.lazy_chunk_size, 4u << 20);
+  EXPECT_EQ(c.lazy_max_connections, 32);
+  EXPECT_EQ(c.lazy_read_deadline_ms, 90000);
+  EXPECT_EQ(c.lazy_memory_cache_bytes, 512u << 10);
+  EXPECT_EQ(c.lazy_disk_cache_limit_bytes, 20ull << 30);
+  EXPECT_FALSE(c.lazy_prefetch);
+  EXPECT_FALSE(c.lazy_background_fetch);
+  EXPECT_EQ(c.lazy_metrics_address, "127.0.0.1:9100");
+}
+
+TEST_F(ConfigTest, LazySizesMayBeIntegerBytes) {
+  DaemonConfig c;
+  Status s = Load("[lazy]\nchunk_size = 65536\nmemory_cache = 0\ndisk_cache_limit = 1000000\n", c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.lazy_chunk_size, 65536u);
+  EXPECT_EQ(c.lazy_memory_cache_bytes, 0u);
+  EXPECT_EQ(c.lazy_disk_cache_limit_bytes, 1000000u);
+}
+
+TEST_F(ConfigTest, LazySizesMayUseDecimalUnits) {
+  DaemonConfig c;
+  Status s = Load("[lazy]\nmemory_cache = \"100MB\"\ndisk_cache_limit = \"1GB\"\n", c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.lazy_memory_cache_bytes, 100000000u);
+  EXPECT_EQ(c.lazy_disk_cache_limit_bytes, 1000000000u);
+}
+
+TEST_F(ConfigTest, BadLazyValueIsInvalidArgumentNamingTheKeyAndIsNotApplied) {
+  struct Case {
+    const char* line;
+    const char* key;
+  };
+  const Case cases[] = {
+      {"enabled = \"yes\"", "lazy.enabled"},
+      {"enabled = 1", "lazy.enabled"},
+      {"cache_dir = 5", "lazy.cache_dir"},
+      {"chunk_size = \"1.5MiB\"", "lazy.chunk_size"},
+      {"chunk_size = \"big\"", "lazy.chunk_size"},
+      {"chunk_size = -1", "lazy.chunk_size"},
+      {"chunk_size = true", "lazy.chunk_size"},
+      {"chunk_size = 65536.0", "lazy.chunk_size"},
+      {"max_connections = 0", "lazy.max_connections"},
+      {"max_connections = 257", "lazy.max_connections"},
+      {"max_connections = \"8\"", "lazy.max_connections"},
+      {"max_connections = true", "lazy.max_connections"},
+      {"max_connections = 8.0", "lazy.max_connections"},
+      {"read_deadline = \"soon\"", "lazy.read_deadline"},
+      {"read_deadline = 30", "lazy.read_deadline"},
+      {"memory_cache = \"MiB\"", "lazy.memory_cache"},
+      {"memory_cache = \"-64MiB\"", "lazy.memory_cache"},
+      {"disk_cache_limit = \"20GiBs\"", "lazy.disk_cache_limit"},
+      {"disk_cache_limit = \"\"", "lazy.disk_cache_limit"},
+      {"prefetch = \"no\"", "lazy.prefetch"},
+      {"background_fetch = \"no\"", "lazy.background_fetch"},
+      {"metrics_address = 9100", "lazy.metrics_address"},
+  };
+  for (const Case& bad : cases) {
+    DaemonConfig c;
+    Status s = Load(std::string("[lazy]\n") + bad.line + "\n", c);
+    ASSERT_TRUE(s.IsInvalidArgument()) << bad.line << ": " << s.ToString();
+    EXPECT_NE(s.message().find(bad.key), std::string::npos) << bad.line << ": " << s.message();
+    EXPECT_NE(s.message().find(path_), std::string::npos) << bad.line << ": " << s.message();
+    DaemonConfig defaults;
+    EXPECT_EQ(c.lazy_enabled, defaults.lazy_enabled) << bad.line;
+    EXPECT_EQ(c.lazy_cache_dir, defaults.lazy_cache_dir) << bad.line;
+    EXPECT_EQ(c.lazy_chunk_size, defaults.lazy_chunk_size) << bad.line;
+    EXPECT_EQ(c.lazy_max_connections, defaults.lazy_max_connections) << bad.line;
+    EXPECT_EQ(c.lazy_read_deadline_ms, defaults.lazy_read_deadline_ms) << bad.line;
+    EXPECT_EQ(c.lazy_memory_cache_bytes, defaults.lazy_memory_cache_bytes) << bad.line;
+    EXPECT_EQ(c.lazy_disk_cache_limit_bytes, defaults.lazy_disk_cache_limit_bytes) << bad.line;
+    EXPECT_EQ(c.lazy_prefetch, defaults.lazy_prefetch) << bad.line;
+    EXPECT_EQ(c.lazy_background_fetch, defaults.lazy_background_fetch) << bad.line;
+    EXPECT_EQ(c.lazy_metrics_address, defaults.lazy_metrics_address) << bad.line;
+  }
+}
+
+TEST_F(ConfigTest, UnknownLazyKeyIsInvalidArgumentNamingIt) {
+  DaemonConfig c;
+  Status s = Load("[lazy]\nenabled = true\nx = 1\n", c);
+  ASSERT_TRUE(s.IsInvalidArgument()) << s.ToString();
+  EXPECT_NE(s.message().find("lazy.x"), std::string::npos) << s.message();
+}
+
+TEST_F(ConfigTest, LazyMustBeATable) {
+  DaemonConfig c;
+  Status s = Load("lazy = true\n", c);
+  ASSERT_TRUE(s.IsInvalidArgument()) << s.ToString();
+  EXPECT_NE(s.message().find("lazy"), std::string::npos) << s.message();
+}
+
+TEST(ParseByteSizeTest, PlainNumbersAreBytes) {
+  EXPECT_EQ(*ParseByteSize("0"), 0u);
+  EXPECT_EQ(*ParseByteSize("4096"), 4096u);
+  EXPECT_EQ(*ParseByteSize("4096B"), 4096u);
+}
+
+TEST(ParseByteSizeTest, BinaryUnitsArePowersOf1024) {
+  EXPECT_EQ(*ParseByteSize("512K"), 512u << 10);
+  EXPECT_EQ(*ParseByteSize("512KiB"), 512u << 10);
+  EXPECT_EQ(*ParseByteSize("64M"), 64u << 20);
+  EXPECT_EQ(*ParseByteSize("64MiB"), 64u << 20);
+  EXPECT_EQ(*ParseByteSize("2G"), 2ull << 30);
+  EXPECT_EQ(*ParseByteSize("2GiB"), 2ull << 30);
+  EXPECT_EQ(*ParseByteSize("3T"), 3ull << 40);
+  EXPECT_EQ(*ParseByteSize("3TiB"), 3ull << 40);
+}
+
+TEST(ParseByteSizeTest, DecimalUnitsArePowersOf1000) {
+  EXPECT_EQ(*ParseByteSize("5KB"), 5000u);
+  EXPECT_EQ(*ParseByteSize("5MB"), 5000000u);
+  EXPECT_EQ(*ParseByteSize("1GB"), 1000000000u);
+  EXPECT_EQ(*ParseByteSize("2TB"), 2000000000000u);
+}
+
+TEST(ParseByteSizeTest, LargestSizeThatFitsIn64BitsIsAccepted) {
+  EXPECT_EQ(*ParseByteSize("17179869183GiB"), ((1ull << 34) - 1) << 30);
+}
+
+TEST(ParseByteSizeTest, SizesBeyond64BitsAreInvalidArgument) {
+  EXPECT_TRUE(ParseByteSize("17179869184GiB").status().IsInvalidArgument());  // 2^64
+  EXPECT_TRUE(ParseByteSize("99999999999999999999").status().IsInvalidArgument());
+}
+
+TEST(ParseByteSizeTest, MalformedSizesAreInvalidArgument) {
+  for (const char* bad :
+       {"", "MiB", "-1", "+1", "1.5GiB", "1e6", "64XiB", "64MiBs", "0x100", "1,000"}) {
+    Result<uint64_t> size = ParseByteSize(bad);
+    EXPECT_TRUE(size.status().IsInvalidArgument()) << "\"" << bad << "\"";
   }
 }
 
