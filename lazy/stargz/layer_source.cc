@@ -137,15 +137,24 @@ Status StargzSource::Unmount(const std::string& mountpoint, snapshotter::Unmount
                                          ? fuse::IfBusy::kAbort
                                          : fuse::IfBusy::kFail);
   lock.lock();
-  if (reason == snapshotter::UnmountReason::kRemoved) {
-    removed_digests_.insert(mounted.layer->digest);
-  }
+  const std::string digest = mounted.layer->digest;
+  bool unmounted = true;
   if (!s.ok()) {
     Result<std::optional<fuse::MountInfoEntry>> still = fuse::FindMount(mountpoint);
     if (mounted.server->serving() && still.ok() && still->has_value()) {
       mounts_.emplace(mountpoint, std::move(mounted));  // busy: still mounted, still ours
+      unmounted = false;
     } else {
       detached_.push_back(std::move(mounted));  // serving an overlay that still uses it
+    }
+  }
+  // The reason of the layer's last unmount decides its cache's fate; a refused unmount
+  // changed nothing.
+  if (unmounted) {
+    if (reason == snapshotter::UnmountReason::kRemoved) {
+      removed_digests_.insert(digest);
+    } else {
+      removed_digests_.erase(digest);
     }
   }
   ReapLocked();
