@@ -156,6 +156,8 @@ Status LoadSection(const std::string& path, const std::string& section, const to
         ASSIGN_OR_RETURN(config.lazy_prefetch, bool_of(key, node));
       } else if (key == "background_fetch") {
         ASSIGN_OR_RETURN(config.lazy_background_fetch, bool_of(key, node));
+      } else if (key == "restart_grace") {
+        ASSIGN_OR_RETURN(config.lazy_restart_grace_ms, duration_of(key, node));
       } else if (key == "metrics_address") {
         ASSIGN_OR_RETURN(config.lazy_metrics_address, string_of(key, node));
       } else {

@@ -34,6 +34,8 @@
 //   prefetch = true                        # fetch landmark-prioritised files at mount
 //   background_fetch = true                # then the rest of each layer
 //   metrics_address = ""                   # e.g. "127.0.0.1:9100"; "" = no endpoint
+//   restart_grace = "5m"                   # lazy mounts outlive stratad this long; "0s":
+//                                          # unmounted when stratad stops
 #pragma once
 
 #include <cstdint>
@@ -72,6 +74,7 @@ struct DaemonConfig {
   bool lazy_prefetch = true;
   bool lazy_background_fetch = true;
   std::string lazy_metrics_address;
+  int64_t lazy_restart_grace_ms = 300000;
 };
 
 // Parses a duration such as "500ms", "10s", "2m", "1h" (or "1m30s") into milliseconds.

@@ -213,7 +213,7 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void Forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   MountState& mount = StateOf(req);
   OpTimer timer(mount, "forget");
-  if (!mount.lookups.Forget(ino, nlookup)) {
+  if (!mount.lookups.Forget(ino, nlookup) && !mount.adopted) {
     spdlog::warn("fuse {}: kernel forgot inode {} more often than it was looked up",
                  mount.mountpoint, ino);
   }
@@ -224,7 +224,7 @@ void ForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   MountState& mount = StateOf(req);
   OpTimer timer(mount, "forget_multi");
   for (size_t i = 0; i < count; i++) {
-    if (!mount.lookups.Forget(forgets[i].ino, forgets[i].nlookup)) {
+    if (!mount.lookups.Forget(forgets[i].ino, forgets[i].nlookup) && !mount.adopted) {
       spdlog::warn("fuse {}: kernel forgot inode {} more often than it was looked up",
                    mount.mountpoint, forgets[i].ino);
     }

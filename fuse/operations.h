@@ -23,6 +23,9 @@ struct MountState {
   const MountOptions options;
   const std::string mountpoint;  // for log messages
   LookupCounts lookups;
+  // Serving a connection an earlier server started (Server::Adopt): the kernel holds
+  // lookups this state never saw, so forgets of unknown inodes are expected.
+  bool adopted = false;
 
   // Set once the kernel's INIT request has been answered.
   std::mutex init_mu;

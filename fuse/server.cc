@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <linux/fuse.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -67,6 +70,13 @@ bool DeviceStillMounted(dev_t device) {
   }
   return false;
 }
+
+// A request id the kernel never uses (its ids are even and count up from zero): the
+// reply to the synthesised INIT goes to no request and is dropped by the kernel.
+constexpr uint64_t kSyntheticInitUnique = ~uint64_t{0} - 1;
+// FUSE_NOTIFY_RESEND (protocol 7.40, Linux 6.9): queue again every request a server
+// read but did not answer. Newer than Debian 12's <linux/fuse.h>.
+constexpr int32_t kNotifyResend = 7;
 
 }  // namespace
 
@@ -141,6 +151,94 @@ Status Server::Start() {
                 options_.subtype, minor(device_));
   return Status::Ok();
 }
+
+Result<std::unique_ptr<Server>> Server::Adopt(Tree& tree, const std::string& mountpoint,
+                                              int fuse_fd, const MountOptions& options) {
+  Status valid = ValidateOptions(options);
+  // The mount point is not stat'ed: nobody serves it until this returns.
+  Result<std::optional<MountInfoEntry>> mounted = FindMount(mountpoint);
+  if (valid.ok() && (!mounted.ok() || !mounted->has_value() || !IsFuseType((*mounted)->fs_type))) {
+    valid = Status::FailedPrecondition("no FUSE mount at " + mountpoint + " to serve again");
+  }
+  if (!valid.ok()) {
+    ::close(fuse_fd);
+    return valid;
+  }
+  auto state = std::make_unique<MountState>(tree, options, mountpoint);
+  state->adopted = true;
+  std::unique_ptr<Server> server(new Server(mountpoint, options, std::move(state)));
+  server->device_ = (*mounted)->device;
+  RETURN_IF_ERROR(server->StartAdopted(fuse_fd));
+  return server;
+}
+
+Status Server::StartAdopted(int fuse_fd) {
+  std::string option_string = MountOptionString(options_);
+  const char* argv[] = {"strata-fuse", "-o", option_string.c_str()};
+  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+  session_ = fuse_session_new(&args, &Operations(), sizeof(fuse_lowlevel_ops), state_.get());
+  fuse_opt_free_args(&args);
+  if (session_ == nullptr) {
+    ::close(fuse_fd);
+    return Status::Internal("FUSE session for " + mountpoint_ + " could not be created");
+  }
+  // libfuse takes "/dev/fd/N" as "serve this descriptor, mount nothing".
+  const std::string device_path = "/dev/fd/" + std::to_string(fuse_fd);
+  if (fuse_session_mount(session_, device_path.c_str()) != 0) {
+    ::close(fuse_fd);
+    fuse_session_destroy(session_);
+    session_ = nullptr;
+    return Status::Internal("FUSE session for " + mountpoint_ + " refused descriptor " +
+                            std::to_string(fuse_fd));
+  }
+
+  // The INIT a kernel of this protocol version sends, so that libfuse (and Init) set
+  // the session up; the reply goes nowhere.
+  struct {
+    fuse_in_header header;
+    fuse_init_in init;
+  } request{};
+  request.header.len = sizeof(request);
+  request.header.opcode = FUSE_INIT;
+  request.header.unique = kSyntheticInitUnique;
+  request.init.major = FUSE_KERNEL_VERSION;
+  request.init.minor = FUSE_KERNEL_MINOR_VERSION;
+  request.init.max_readahead = 128 << 10;
+  request.init.flags = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_DONT_MASK | FUSE_SPLICE_WRITE |
+                       FUSE_SPLICE_MOVE | FUSE_SPLICE_READ | FUSE_AUTO_INVAL_DATA |
+                       FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_ASYNC_DIO |
+                       FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES | FUSE_CACHE_SYMLINKS |
+                       FUSE_EXPLICIT_INVAL_DATA;
+  fuse_buf buf{};
+  buf.size = sizeof(request);
+  buf.mem = &request;
+  buf.fd = -1;
+  fuse_session_process_buf(session_, &buf);
+  {
+    std::lock_guard<std::mutex> lock(state_->init_mu);
+    if (!state_->initialized) {
+      fuse_session_destroy(session_);
+      session_ = nullptr;
+      return Status::Internal("FUSE session for " + mountpoint_ + " did not initialise");
+    }
+  }
+  unmounted_ = false;
+  loop_thread_ = std::thread([this] { RunLoop(); });
+
+  fuse_out_header resend{};
+  resend.len = sizeof(resend);
+  resend.error = kNotifyResend;
+  resend.unique = 0;
+  if (::write(fuse_session_fd(session_), &resend, sizeof(resend)) != sizeof(resend)) {
+    spdlog::warn("fuse: {}: the kernel cannot resend requests left unanswered ({}); their "
+                 "callers wait until interrupted",
+                 mountpoint_, std::strerror(errno));
+  }
+  spdlog::info("fuse: serving {} again (device 0:{})", mountpoint_, minor(device_));
+  return Status::Ok();
+}
+
+int Server::fuse_fd() const { return session_ != nullptr ? fuse_session_fd(session_) : -1; }
 
 void Server::RunLoop() {
   fuse_loop_config* config = fuse_loop_cfg_create();

@@ -124,6 +124,19 @@ class Server {
   static Result<std::unique_ptr<Server>> Mount(Tree& tree, const std::string& mountpoint,
                                                const MountOptions& options);
 
+  // Serves `tree` again on an existing FUSE connection whose server went away:
+  // `fuse_fd` is a /dev/fuse descriptor of the mount at `mountpoint` (an absolute path
+  // without symlinks), kept alive meanwhile by a SessionKeeper (fuse/session_keeper.h).
+  // The kernel's INIT was answered by the earlier server, so the session is
+  // initialised from a synthesised INIT; then the kernel is asked to queue again the
+  // requests the earlier server had read but not answered (FUSE_NOTIFY_RESEND, Linux
+  // 6.9+; older kernels leave those waiting until their callers are interrupted). The
+  // tree must number its inodes as the earlier tree did (trees built from the same
+  // metadata do); lookup counts start from zero. Takes ownership of `fuse_fd`, also on
+  // error. FailedPrecondition when no FUSE mount is at `mountpoint`.
+  static Result<std::unique_ptr<Server>> Adopt(Tree& tree, const std::string& mountpoint,
+                                               int fuse_fd, const MountOptions& options);
+
   // Unmounts as Unmount(IfBusy::kAbort) would; errors are logged.
   ~Server();
   Server(const Server&) = delete;
@@ -140,6 +153,8 @@ class Server {
   // The mount's device number (st_dev of its root); its minor number names the
   // connection in /sys/fs/fuse/connections.
   dev_t device() const { return device_; }
+  // The session's /dev/fuse descriptor (owned by the server; for a SessionKeeper).
+  int fuse_fd() const;
   // False once Unmount succeeded or the connection ended on its own (the mount was
   // unmounted or aborted from outside).
   bool serving() const;
@@ -156,6 +171,8 @@ class Server {
 
   // Creates the session, mounts it and serves it until INIT has been answered.
   Status Start();
+  // Creates the session on `fuse_fd`, initialises it and serves it (see Adopt).
+  Status StartAdopted(int fuse_fd);
   // The loop thread's body: serves requests until the connection ends.
   void RunLoop();
   // Waits up to `timeout` for RunLoop to return.

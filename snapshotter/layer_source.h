@@ -67,8 +67,9 @@ class LayerSource {
   // Short name recorded on snapshots it serves ("stargz").
   virtual std::string_view name() const = 0;
 
-  // Mounts `layer` read-only at `mountpoint` (an existing empty directory), fetching
-  // only what it needs to know the layer's files. FailedPrecondition or Unimplemented
+  // Mounts `layer` read-only at `mountpoint` (an existing empty directory, or, after a
+  // restart, whatever the source's earlier run left mounted there), fetching only what
+  // it needs to know the layer's files. FailedPrecondition or Unimplemented
   // when the layer is not in this source's format (the next source is asked); any
   // other error is logged and the layer is unpacked normally.
   virtual Status Mount(const RemoteLayer& layer, const std::string& mountpoint) = 0;

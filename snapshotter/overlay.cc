@@ -259,7 +259,8 @@ class OverlayImpl : public Overlay {
                       UpperPath(id), name);
         continue;
       }
-      (void)strata::Unmount(UpperPath(id), /*detach=*/true);  // a stale mount of a crash
+      // The source deals with what an earlier run left there: a dead mount of a crash,
+      // or a live session it serves again.
       Status s = source->Mount(*layer, UpperPath(id));
       if (!s.ok()) {
         spdlog::error("cannot mount remote snapshot {} ({}) again: {}", layer->target,

@@ -10,12 +10,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <map>
 #include <chrono>
 #include <cstring>
 
 #include "core/fs.h"
 #include "core/lock_file.h"
 #include "fuse/mounts.h"
+#include "fuse/session_keeper.h"
 #include "lazy/engine.h"
 #include "lazy/fuse_metrics.h"
 #include "lazy/metrics_endpoint.h"
@@ -88,6 +92,7 @@ Status SetSocketPermissions(const DaemonConfig& config) {
 
 // Lazy pulling: the engine, the formats it serves and the metrics endpoint.
 struct LazyServices {
+  std::unique_ptr<fuse::SessionKeeperClient> keeper;  // null: mounts end with the daemon
   std::unique_ptr<lazy::Engine> engine;
   std::unique_ptr<lazy::FuseMetrics> fuse_metrics;
   std::unique_ptr<lazy::stargz::StargzSource> stargz;
@@ -110,7 +115,30 @@ Result<LazyServices> StartLazy(const DaemonConfig& config, registry::Client* reg
   lazy.engine = std::move(*engine);
   lazy.fuse_metrics = std::make_unique<lazy::FuseMetrics>(*lazy.engine->metrics_registry());
 
+  // Sessions kept by the keeper outlive this process; those of an earlier run are served
+  // again (fuse/session_keeper.h).
+  std::map<std::string, int> inherited;
+  if (config.lazy_restart_grace_ms > 0) {
+    char exe[PATH_MAX];
+    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    std::string self = n > 0 ? std::string(exe, static_cast<size_t>(n)) : "/proc/self/exe";
+    if (self.size() > 10 && self.compare(self.size() - 10, 10, " (deleted)") == 0) {
+      self = "/proc/self/exe";  // upgraded under our feet: run the binary we are
+    }
+    lazy.keeper = std::make_unique<fuse::SessionKeeperClient>(
+        config.root + "/fuse-keeper.sock", std::vector<std::string>{self},
+        std::chrono::milliseconds(config.lazy_restart_grace_ms));
+    auto taken = lazy.keeper->TakeAll();
+    if (taken.ok()) {
+      inherited = std::move(*taken);
+    } else {
+      spdlog::warn("FUSE session keeper: {}", taken.status().ToString());
+    }
+    if (!inherited.empty()) spdlog::info("{} lazy layer sessions outlived the last run", inherited.size());
+  }
+
   lazy::stargz::SourceOptions stargz;
+  stargz.keeper = lazy.keeper.get();
   stargz.prefetch = config.lazy_prefetch;
   stargz.background_fetch = config.lazy_background_fetch;
   stargz.mount.observer = lazy.fuse_metrics->observer();
@@ -127,13 +155,18 @@ Result<LazyServices> StartLazy(const DaemonConfig& config, registry::Client* reg
     spdlog::info("lazy metrics at http://{}/metrics (port {})", config.lazy_metrics_address,
                  lazy.metrics->port());
   }
-  // Layers mounted by an earlier run (the mounts of a crashed run are dead: detach them).
+  // Layers mounted by an earlier run: sessions the keeper held are served again; other
+  // mounts of a crashed run are dead: detach them.
   auto stale = fuse::ListFuseMounts(config.root + "/snapshots");
   if (stale.ok()) {
-    for (const auto& m : *stale) (void)fuse::RecoverStaleMount(m.mount_point);
+    for (const auto& m : *stale) {
+      if (inherited.count(m.mount_point) == 0) (void)fuse::RecoverStaleMount(m.mount_point);
+    }
   }
+  lazy.stargz->Inherit(std::move(inherited));
   ASSIGN_OR_RETURN(int restored, overlay->RestoreRemoteLayers());
-  if (restored > 0) spdlog::info("mounted {} lazy layers again", restored);
+  if (restored > 0) spdlog::info("serving {} lazy layers of the last run again", restored);
+  lazy.stargz->DropUnclaimedSessions();
   return lazy;
 }
 
@@ -217,6 +250,18 @@ Status RunDaemon(const DaemonConfig& config) {
   server->Wait();
   // The overlay unmounts its lazy layers, then the sources and the engine can go.
   RETURN_IF_ERROR(overlay->Close());
+  if (lazy.keeper != nullptr && !lazy.stargz->Mounts().empty()) {
+    // Hand over: the lazy layers stay mounted, their sessions held by the keeper, and
+    // the next stratad serves them again. Exit without tearing them down; requests in
+    // flight are sent again to the next daemon.
+    overlay.reset();
+    store.reset();
+    ::unlink(config.address.c_str());
+    spdlog::info("stratad stopped; {} lazy layers stay mounted for the next start",
+                 lazy.stargz->Mounts().size());
+    spdlog::default_logger()->flush();
+    std::_Exit(0);
+  }
   lazy.metrics.reset();
   lazy.stargz.reset();
   lazy.engine.reset();

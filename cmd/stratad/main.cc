@@ -4,13 +4,22 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <iostream>
 
 #include "cmd/stratad/daemon.h"
 #include "core/config.h"
+#include "fuse/session_keeper.h"
 
 int main(int argc, char** argv) {
+  // The FUSE session keeper (fuse/session_keeper.h) is this binary in another mode.
+  if (argc == 4 && std::string(argv[1]) == "--fuse-keeper") {
+    return strata::fuse::RunSessionKeeper(argv[2],
+                                          std::chrono::milliseconds(std::atoll(argv[3])));
+  }
   // Block termination signals before any thread starts; RunDaemon waits for them.
   sigset_t signals;
   sigemptyset(&signals);

@@ -1,6 +1,7 @@
 #include "lazy/stargz/layer_source.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "core/digest.h"
 #include "fuse/mounts.h"
@@ -26,7 +27,10 @@ std::string Label(const snapshotter::RemoteLayer& layer, std::string_view key) {
 StargzSource::StargzSource(Engine* engine, registry::Client* client, SourceOptions options)
     : engine_(engine), client_(client), options_(std::move(options)) {}
 
-StargzSource::~StargzSource() { UnmountAll(); }
+StargzSource::~StargzSource() {
+  UnmountAll();
+  for (const auto& [_, fd] : inherited_) ::close(fd);
+}
 
 Result<std::shared_ptr<StargzSource::Layer>> StargzSource::OpenLayer(
     const snapshotter::RemoteLayer& remote, const registry::Reference& ref) {
@@ -91,17 +95,60 @@ Status StargzSource::Mount(const snapshotter::RemoteLayer& remote, const std::st
                                    mountpoint);
     }
   }
-  // A mount left by a crashed stratad answers ENOTCONN and cannot be mounted over.
-  Result<bool> stale = fuse::RecoverStaleMount(mountpoint, options_.stale_mount_probe);
-  if (!stale.ok()) return stale.status().WithContext("mount point " + mountpoint);
-  if (*stale) spdlog::info("detached the dead mount of an earlier run at {}", mountpoint);
-
-  ASSIGN_OR_RETURN(std::shared_ptr<Layer> layer, OpenLayer(remote, ref));
+  int inherited_fd = -1;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = inherited_.find(mountpoint);
+    if (it != inherited_.end()) {
+      inherited_fd = it->second;
+      inherited_.erase(it);
+    }
+  }
   fuse::MountOptions mount = options_.mount;
-  mount.fs_name = layer->digest;
   mount.subtype = "strata-stargz";
-  ASSIGN_OR_RETURN(std::unique_ptr<fuse::Server> server,
-                   fuse::Server::Mount(*layer->tree, mountpoint, mount));
+  // A keeper holds one descriptor per session: requests read through per-thread
+  // clones would be lost with a dying daemon instead of being sent again.
+  if (options_.keeper != nullptr) mount.clone_fd = false;
+  std::unique_ptr<fuse::Server> server;
+  std::shared_ptr<Layer> layer;
+  if (inherited_fd >= 0) {
+    Result<std::shared_ptr<Layer>> opened = OpenLayer(remote, ref);
+    Result<std::unique_ptr<fuse::Server>> adopted = Status::Unavailable("");
+    if (opened.ok()) {
+      layer = *opened;
+      mount.fs_name = layer->digest;
+      adopted = fuse::Server::Adopt(*layer->tree, mountpoint, inherited_fd, mount);
+    } else {
+      ::close(inherited_fd);
+    }
+    if (adopted.ok()) {
+      server = std::move(*adopted);
+    } else {
+      // Its users would wait forever on a session nobody serves: end it.
+      spdlog::error("cannot serve the session of the earlier run at {} again: {}", mountpoint,
+                    (opened.ok() ? adopted.status() : opened.status()).ToString());
+      if (options_.keeper != nullptr) (void)options_.keeper->Remove(mountpoint);
+      if (!opened.ok()) return opened.status();
+    }
+  }
+  if (server == nullptr) {
+    // A mount left by a crashed stratad answers ENOTCONN and cannot be mounted over.
+    Result<bool> stale = fuse::RecoverStaleMount(mountpoint, options_.stale_mount_probe);
+    if (!stale.ok()) return stale.status().WithContext("mount point " + mountpoint);
+    if (*stale) spdlog::info("detached the dead mount of an earlier run at {}", mountpoint);
+    if (layer == nullptr) {
+      ASSIGN_OR_RETURN(layer, OpenLayer(remote, ref));
+    }
+    mount.fs_name = layer->digest;
+    ASSIGN_OR_RETURN(server, fuse::Server::Mount(*layer->tree, mountpoint, mount));
+    if (options_.keeper != nullptr) {
+      Status kept = options_.keeper->Put(mountpoint, server->fuse_fd());
+      if (!kept.ok()) {
+        spdlog::warn("the lazy layer at {} will not survive a daemon restart: {}", mountpoint,
+                     kept.ToString());
+      }
+    }
+  }
 
   if (options_.prefetch) {
     std::vector<registry::ByteRange> ranges = layer->tree->PrefetchRanges();
@@ -129,6 +176,11 @@ Status StargzSource::Unmount(const std::string& mountpoint, snapshotter::Unmount
   std::unique_lock<std::mutex> lock(mu_);
   auto it = mounts_.find(mountpoint);
   if (it == mounts_.end()) return Status::Ok();
+  if (reason == snapshotter::UnmountReason::kShutdown && options_.keeper != nullptr) {
+    // Handed over: the keeper keeps the session alive past this process, and the next
+    // daemon serves it again. Nothing to do (the daemon exits without unmounting).
+    return Status::Ok();
+  }
   Mounted mounted = std::move(it->second);
   mounts_.erase(it);
   lock.unlock();
@@ -150,6 +202,9 @@ Status StargzSource::Unmount(const std::string& mountpoint, snapshotter::Unmount
   }
   // The reason of the layer's last unmount decides its cache's fate; a refused unmount
   // changed nothing.
+  if (unmounted && options_.keeper != nullptr && s.ok()) {
+    (void)options_.keeper->Remove(mountpoint);  // its session is over
+  }
   if (unmounted) {
     if (reason == snapshotter::UnmountReason::kRemoved) {
       removed_digests_.insert(digest);
@@ -193,6 +248,34 @@ void StargzSource::UnmountAll() {
     if (!s.ok()) spdlog::warn("unmount stargz layer at {}: {}", mountpoint, s.ToString());
   }
   for (auto& m : detached) (void)m.server->Unmount(fuse::IfBusy::kAbort);
+}
+
+void StargzSource::Inherit(std::map<std::string, int> sessions) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [mountpoint, fd] : sessions) {
+    auto [it, inserted] = inherited_.emplace(mountpoint, fd);
+    if (!inserted) {
+      ::close(it->second);
+      it->second = fd;
+    }
+  }
+}
+
+int StargzSource::DropUnclaimedSessions() {
+  std::map<std::string, int> unclaimed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    unclaimed.swap(inherited_);
+  }
+  for (const auto& [mountpoint, fd] : unclaimed) {
+    ::close(fd);
+    if (options_.keeper != nullptr) (void)options_.keeper->Remove(mountpoint);
+    // Nobody holds the connection now: it ended, and its mount is dead.
+    Result<bool> detached = fuse::RecoverStaleMount(mountpoint, options_.stale_mount_probe);
+    spdlog::info("ended the session of the earlier run at {} (no snapshot uses it){}", mountpoint,
+                 detached.ok() && *detached ? "" : "; its mount point was already free");
+  }
+  return static_cast<int>(unclaimed.size());
 }
 
 std::vector<MountedLayer> StargzSource::Mounts() const {

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "fuse/server.h"
+#include "fuse/session_keeper.h"
 #include "lazy/engine.h"
 #include "lazy/stargz/tree.h"
 #include "registry/client.h"
@@ -56,6 +57,11 @@ struct SourceOptions {
   // How long Mount waits for a dead server's mount left at the mount point to answer
   // before it is detached (see fuse::RecoverStaleMount).
   std::chrono::milliseconds stale_mount_probe = std::chrono::seconds(2);
+  // When set, every mount's FUSE session is handed to this keeper, so that it outlives
+  // the daemon (fuse/session_keeper.h): Unmount(kShutdown) then leaves the layer
+  // mounted and served until the process exits, and the next daemon serves it again
+  // (Inherit). Not owned.
+  fuse::SessionKeeperClient* keeper = nullptr;
 };
 
 // One mounted layer, for diagnostics and tests.
@@ -91,8 +97,17 @@ class StargzSource final : public snapshotter::LayerSource {
   // source is mounted there.
   Status Unmount(const std::string& mountpoint, snapshotter::UnmountReason reason) override;
 
-  // Unmounts everything at once (kShutdown), aborting mounts still in use.
+  // Unmounts everything at once, aborting mounts still in use.
   void UnmountAll();
+
+  // FUSE sessions of an earlier daemon (SessionKeeperClient::TakeAll), by mount point:
+  // a Mount at one of these mount points serves the existing session again
+  // (fuse::Server::Adopt) instead of mounting anew, so that its users never notice.
+  // Takes ownership of the descriptors.
+  void Inherit(std::map<std::string, int> sessions);
+  // Ends the inherited sessions no Mount claimed (their snapshots are gone): closes
+  // them, has the keeper close its copies, and detaches their mounts. Returns how many.
+  int DropUnclaimedSessions();
 
   std::vector<MountedLayer> Mounts() const;
 
@@ -120,6 +135,7 @@ class StargzSource final : public snapshotter::LayerSource {
   std::vector<Mounted> detached_;              // unmounted, still serving overlays
   std::map<std::string, std::weak_ptr<Layer>> layers_;  // by digest
   std::set<std::string> removed_digests_;      // caches to delete once unserved
+  std::map<std::string, int> inherited_;       // sessions of an earlier daemon
 };
 
 }  // namespace strata::lazy::stargz

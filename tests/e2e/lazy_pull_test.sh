@@ -33,6 +33,7 @@ max_attempts = 3
 [lazy]
 background_fetch = false
 read_deadline = "4s"
+restart_grace = "30s"
 metrics_address = "127.0.0.1:$METRICS_PORT"
 EOF
 mkdir -p "$E2E_DIR/certs.d"
@@ -65,7 +66,7 @@ run_in() {
 B="$E2E_DIR/build"
 mkdir -p "$B/l1/bin" "$B/l1/etc" "$B/l1/tmp" "$B/l2/data/sub"
 cp "$(command -v busybox)" "$B/l1/bin/busybox"
-for applet in sh cat sha256sum ls wc head true; do ln -s busybox "$B/l1/bin/$applet"; done
+for applet in sh cat sha256sum ls wc head true sleep; do ln -s busybox "$B/l1/bin/$applet"; done
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$B/l1/etc/passwd"
 chmod 1777 "$B/l1/tmp"
 printf 'lazy hello\n' >"$B/l2/data/small.txt"
@@ -181,14 +182,45 @@ out=$(run_in lazy-uncorrupted 'sha256sum /data/big-8.bin' 2>&1) || true
 check_has "the chunk reads right once the registry sends good bytes" \
   "$(sha256_of "$B/l2/data/big-8.bin")" "$out"
 
-# ---- restart: the layers are mounted again, their caches kept ---------------------
+# ---- restart: running containers keep their lazy layers ---------------------------
+# A detached container on the lazy image; it has read a file before the restart.
+check "detached container started" ctr_ run -d --snapshotter strata "$LAZY_REF" lazy-long sleep 3600
+in_long() { ctr_ tasks exec --exec-id "e$RANDOM$RANDOM" lazy-long sh -c "$1"; }
+check_eq "the container reads before the restart" "$(in_long 'cat /data/small.txt' 2>&1)" "lazy hello"
 stop_pid "$STRATAD_PID" stratad
-check_eq "stratad unmounted its layers at shutdown" "$(lazy_mounts)" 0
+check_eq "the lazy layers stay mounted while stratad is down" "$(lazy_mounts)" 2
+check_has "stratad handed its sessions over" "stay mounted for the next start" "$(cat "$E2E_DIR/stratad.log")"
+mv "$E2E_DIR/stratad.log" "$E2E_DIR/stratad-1.log"
 start_stratad "$STRATAD" "$STRATA" --config "$CONFIG"
-check_eq "the layers are mounted again at start" "$(lazy_mounts)" 2
+check_has "the new stratad serves the sessions again" "serving 2 lazy layers of the last run again" \
+  "$(cat "$E2E_DIR/stratad.log")"
+check_eq "still two lazy mounts, no new ones" "$(lazy_mounts)" 2
+out=$(in_long 'sha256sum /data/big-4.bin' 2>&1) || true
+check_has "the running container reads an uncached file after the restart" \
+  "$(sha256_of "$B/l2/data/big-4.bin")" "$out"
+f0=$(fetched)
 out=$(run_in lazy-restarted 'sha256sum /data/big-3.bin' 2>&1) || fail "ctr run after restart" "$out"
-check_has "content after restart" "$(sha256_of "$B/l2/data/big-3.bin")" "$out"
-check_eq "cached bytes were not fetched again" "$(fetched)" 0
+check_has "a new container after the restart" "$(sha256_of "$B/l2/data/big-3.bin")" "$out"
+check_eq "bytes cached before the restart were not fetched again" "$(fetched)" "$f0"
+
+# A crash: kill -9 while the container runs; a read waits for the next stratad.
+kill -KILL "$STRATAD_PID"
+wait "$STRATAD_PID" 2>/dev/null || true
+check_eq "the lazy layers survive a crash" "$(lazy_mounts)" 2
+in_long 'sha256sum /data/big-6.bin' >"$E2E_DIR/read-during-crash.out" 2>&1 &
+reader=$!
+sleep 1
+check "the read waits (not fails) while no stratad runs" kill -0 "$reader"
+mv "$E2E_DIR/stratad.log" "$E2E_DIR/stratad-2.log"
+start_stratad "$STRATAD" "$STRATA" --config "$CONFIG"
+wait_until 30 bash -c "! kill -0 $reader 2>/dev/null" || true
+wait "$reader" 2>/dev/null || true
+check_has "the read made during the crash completes with the right bytes" \
+  "$(sha256_of "$B/l2/data/big-6.bin")" "$(cat "$E2E_DIR/read-during-crash.out")"
+ctr_ tasks kill --signal SIGKILL lazy-long >/dev/null 2>&1 || true
+wait_until 10 bash -c "! ctr --address '$CONTAINERD_SOCK' -n '$CTR_NAMESPACE' tasks ls -q | grep -qx lazy-long" || true
+ctr_ tasks delete lazy-long >/dev/null 2>&1 || true
+check "detached container removed" ctr_ containers delete lazy-long
 
 # ---- fallback: a plain gzip image is unpacked the normal way -----------------------
 out=$(ctr-remote --address "$CONTAINERD_SOCK" --namespace "$CTR_NAMESPACE" image rpull --plain-http \
