@@ -1,7 +1,25 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages strata needs to build, test and run. Idempotent:
 # when everything is present it only checks and returns.
+#
+#   scripts/install-deps.sh                 strata's own packages
+#   scripts/install-deps.sh --bench-peers   those plus the optional benchmark-peer group
 set -euo pipefail
+
+with_bench_peers=0
+for arg in "$@"; do
+  case "$arg" in
+    --bench-peers) with_bench_peers=1 ;;
+    -h | --help)
+      sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "install-deps: unknown argument: $arg (see --help)" >&2
+      exit 2
+      ;;
+  esac
+done
 
 PACKAGES=(
   # toolchain
@@ -17,6 +35,23 @@ PACKAGES=(
   # ctr-remote: the converter whose eStargz and zstd:chunked layers the stargz interop test reads
   stargz-snapshotter
 )
+
+# Optional group "benchmark peers", installed only with --bench-peers (the bench
+# scripts pass it): Go and Debian's packaged stargz-snapshotter library sources, from
+# which bench/peers/build_stargz_peer.sh builds the stargz gRPC snapshotter daemon
+# offline (Debian ships only ctr-remote, not containerd-stargz-grpc). The -dev
+# package pulls in the rest of the Go dependency closure; the others are the
+# daemon's direct imports, listed so a change in its Depends cannot break the build.
+BENCH_PEER_PACKAGES=(
+  golang-go golang-github-containerd-stargz-snapshotter-dev
+  golang-github-containerd-containerd-dev golang-github-docker-go-metrics-dev
+  golang-github-hashicorp-go-retryablehttp-dev golang-github-moby-sys-dev
+  golang-github-pelletier-go-toml-dev golang-github-sirupsen-logrus-dev
+  golang-google-grpc-dev
+)
+if ((with_bench_peers)); then
+  PACKAGES+=("${BENCH_PEER_PACKAGES[@]}")
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
