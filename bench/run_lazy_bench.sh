@@ -41,13 +41,14 @@ fi
 here=$(cd "$(dirname "$0")" && pwd)
 build_dir=$(realpath "$1")
 stratad="$build_dir/stratad"
+strata="$build_dir/strata"
 fault_proxy="$build_dir/tests/tools/strata-test-fault-proxy"
 peer=${STARGZ_PEER:-$build_dir/bench/stargz-grpc}
 runs=${RUNS:-5}
 cache=${BENCH_CACHE:-/var/tmp/strata-lazy-bench}
 optimize=${OPTIMIZE:-1}
 networks=${NETWORKS:-"loopback 0 0;100Mbit-10ms 12500000 10"}
-for f in "$stratad" "$fault_proxy"; do
+for f in "$stratad" "$strata" "$fault_proxy"; do
   [[ -x $f ]] || { echo "missing executable: $f (build first)" >&2; exit 2; }
 done
 for tool in containerd ctr ctr-remote runc docker-registry jq curl busybox python3.11; do
@@ -328,6 +329,37 @@ one_run() {  # network contender run
   stop_round
 }
 
+# strata mount: time until an image's files are visible, lazily and by full pull.
+mount_run() {  # network run
+  local net=$1 run=$2 t0 t1 mode
+  for mode in lazy full; do
+    mkdir -p "$tmp/round/mnt"
+    cat >"$tmp/round/stratad.toml" <<TOML
+[registry]
+config_path = "$tmp/round/certs.d"
+[lazy]
+background_fetch = false
+restart_grace = "0s"
+TOML
+    "$stratad" --root "$tmp/round/strata-root" --address "$tmp/round/strata.sock" \
+      --config "$tmp/round/stratad.toml" --log-level warn >"$tmp/round/stratad.log" 2>&1 &
+    snap_pid=$!
+    wait_for stratad "$snap_pid" test -S "$tmp/round/strata.sock"
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    t0=$(now)
+    "$strata" --address "$tmp/round/strata.sock" mount -q "--lazy=$([[ $mode == lazy ]] && echo true || echo false)" \
+      "$LAZY" "$tmp/round/mnt" >/dev/null
+    test -x "$tmp/round/mnt/usr/bin/python3.11"
+    t1=$(now)
+    printf '%s\tstrata mount (%s)\t%s\t%.3f\t0\t%.3f\n' "$net" "$mode" "$run" \
+      "$(echo "$t1 - $t0" | bc)" "$(echo "$t1 - $t0" | bc)" >>"$results"
+    log "$net strata mount ($mode) run $run: $(echo "$t1 - $t0" | bc) s"
+    "$strata" --address "$tmp/round/strata.sock" umount "$tmp/round/mnt" >/dev/null
+    stop_round
+  done
+}
+
 IFS=';' read -r -a profiles <<<"$networks"
 for profile in "${profiles[@]}"; do
   read -r net rate delay <<<"$profile"
@@ -337,6 +369,7 @@ for profile in "${profiles[@]}"; do
   curl -sS --fail-with-body -X POST --data-binary "$rules" "http://$REG/__fault/rules" >/dev/null
   for run in $(seq "$runs"); do
     for who in strata stargz overlayfs; do one_run "$net" "$who" "$run"; done
+    mount_run "$net" "$run"
   done
 done
 
@@ -358,11 +391,14 @@ for (net, who) in rows:
     if net not in nets: nets.append(net)
 for net in nets:
     med = {}
-    for who in ("strata", "stargz", "overlayfs"):
+    for who in ("strata", "stargz", "overlayfs", "strata mount (lazy)", "strata mount (full)"):
         if (net, who) not in rows: continue
         v = rows[(net, who)]
         med[who] = [statistics.median(x[i] for x in v) for i in range(3)]
     for who, (p, r, t) in med.items():
-        ratio = "" if who == "strata" else f"{t / med['strata'][2]:.2f}x"
+        if who.startswith("strata mount"):
+            ratio = "" if who.endswith("(lazy)") else f"{t / med['strata mount (lazy)'][2]:.2f}x (vs lazy mount)"
+        else:
+            ratio = "" if who == "strata" else f"{t / med['strata'][2]:.2f}x"
         print(f"| {net} | {who} | {p:.2f} | {r:.2f} | {t:.2f} | {ratio} |")
 EOF
