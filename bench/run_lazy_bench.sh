@@ -30,7 +30,7 @@
 #
 # Prints a markdown table of medians and strata's ratio to each peer. Needs root.
 # Environment: RUNS (5), BENCH_CACHE (/var/tmp/strata-lazy-bench), NETWORKS, OPTIMIZE
-# (1), STARGZ_PEER (BUILD_DIR/bench/stargz-grpc, built by
+# (1), STRATAD_LOG_LEVEL (warn), STARGZ_PEER (BUILD_DIR/bench/stargz-grpc, built by
 # bench/peers/build_stargz_peer.sh when missing), KEEP_TMP=1 keeps logs.
 set -euo pipefail
 
@@ -97,6 +97,10 @@ stop_round() {
   stop_pid "$snap_pid"
   snap_pid=""
   unmount_under "$tmp/round"
+  if [[ ${KEEP_TMP:-0} == 1 ]]; then
+    mkdir -p "$tmp/logs"
+    for f in "$tmp"/round/*.log; do [[ -e $f ]] && mv "$f" "$tmp/logs/$(date +%s%N)-$(basename "$f")"; done
+  fi
   rm -rf --one-file-system "$tmp/round"
 }
 
@@ -260,7 +264,7 @@ background_fetch = false
 restart_grace = "0s"
 EOF
   "$stratad" --root "$tmp/round/strata-root" --address "$tmp/round/strata.sock" \
-    --config "$tmp/round/stratad.toml" --log-level warn >"$tmp/round/stratad.log" 2>&1 &
+    --config "$tmp/round/stratad.toml" --log-level "${STRATAD_LOG_LEVEL:-warn}" >"$tmp/round/stratad.log" 2>&1 &
   snap_pid=$!
   wait_for stratad "$snap_pid" test -S "$tmp/round/strata.sock"
 }
@@ -342,7 +346,7 @@ background_fetch = false
 restart_grace = "0s"
 TOML
     "$stratad" --root "$tmp/round/strata-root" --address "$tmp/round/strata.sock" \
-      --config "$tmp/round/stratad.toml" --log-level warn >"$tmp/round/stratad.log" 2>&1 &
+      --config "$tmp/round/stratad.toml" --log-level "${STRATAD_LOG_LEVEL:-warn}" >"$tmp/round/stratad.log" 2>&1 &
     snap_pid=$!
     wait_for stratad "$snap_pid" test -S "$tmp/round/strata.sock"
     sync

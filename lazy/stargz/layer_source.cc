@@ -47,9 +47,15 @@ Result<std::shared_ptr<StargzSource::Layer>> StargzSource::OpenLayer(
   if (open.toc.zstd_manifest_checksum.empty()) {
     open.toc.zstd_manifest_checksum = Label(remote, kLegacyZstdChunkedManifestChecksumAnnotation);
   }
+  const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(uint64_t size, client_->BlobSize(ref, remote.layer_digest));
+  const auto sized = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(auto blob, engine_->OpenBlob(ref, remote.layer_digest, size));
   Result<std::unique_ptr<StargzTree>> tree = StargzTree::Open(blob, open);
+  const auto opened = std::chrono::steady_clock::now();
+  auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  spdlog::debug("stargz layer {}: size {:.1f} ms, footer and TOC {:.1f} ms", remote.layer_digest,
+                ms(sized - start), ms(opened - sized));
   if (!tree.ok()) {
     // Not a stargz blob after all: the caller unpacks it, the cache is useless.
     if (tree.status().code() == Code::kInvalidArgument ||
