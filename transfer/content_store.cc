@@ -790,4 +790,48 @@ Result<std::unique_ptr<ContentStore>> ContentStore::Open(const std::string& root
   return std::unique_ptr<ContentStore>(std::move(content));
 }
 
+Status AddContentLabels(ContentStore& content, const std::string& digest, const Labels& labels) {
+  if (labels.empty()) return Status::Ok();
+  std::vector<std::string> paths;
+  for (const auto& [k, v] : labels) paths.push_back("labels." + k);
+  return content.UpdateLabels(digest, labels, paths).status();
+}
+
+Result<std::string> ReadContent(ContentStore& content, const std::string& digest,
+                                size_t max_bytes) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ContentReader> reader, content.OpenReader(digest));
+  if (static_cast<uint64_t>(reader->Size()) > max_bytes) {
+    return Status(Code::kResourceExhausted, "blob " + digest + " is " + std::to_string(reader->Size()) +
+                                     " bytes, more than the " + std::to_string(max_bytes) +
+                                     " expected");
+  }
+  std::string data(static_cast<size_t>(reader->Size()), '\0');
+  size_t done = 0;
+  while (done < data.size()) {
+    ASSIGN_OR_RETURN(size_t n, reader->ReadAt(data.data() + done, data.size() - done,
+                                              static_cast<int64_t>(done)));
+    if (n == 0) return Status::DataLoss("blob " + digest + " ended early");
+    done += n;
+  }
+  return data;
+}
+
+Result<ContentInfo> WriteContent(ContentStore& content, const std::string& ref,
+                                 const std::string& data, const Labels& labels) {
+  const std::string digest = Sha256Digest(data);
+  Result<std::unique_ptr<ContentWriter>> writer =
+      content.OpenWriter(ref, digest, static_cast<int64_t>(data.size()));
+  if (writer.status().IsAlreadyExists()) {
+    RETURN_IF_ERROR(AddContentLabels(content, digest, labels));
+    return content.Info(digest);
+  }
+  RETURN_IF_ERROR(writer.status());
+  if ((*writer)->Offset() != 0) {
+    RETURN_IF_ERROR((*writer)->Abort());
+    ASSIGN_OR_RETURN(writer, content.OpenWriter(ref, digest, static_cast<int64_t>(data.size())));
+  }
+  RETURN_IF_ERROR((*writer)->Write(data.data(), data.size()));
+  return (*writer)->Commit(labels);
+}
+
 }  // namespace strata::transfer

@@ -201,6 +201,18 @@ class ContentStore {
 
 // --- helpers shared by the transfer stores -------------------------------------------
 
+// Sets `labels` on blob `digest`, leaving its other labels as they are.
+Status AddContentLabels(ContentStore& content, const std::string& digest, const Labels& labels);
+
+// A committed blob's bytes (manifests, configs). ResourceExhausted above `max_bytes`.
+Result<std::string> ReadContent(ContentStore& content, const std::string& digest,
+                                size_t max_bytes = 16 << 20);
+
+// Stores `data` as a blob (ingest `ref`) with `labels`; an existing blob of the same
+// digest gets the labels added. Returns its info.
+Result<ContentInfo> WriteContent(ContentStore& content, const std::string& ref,
+                                 const std::string& data, const Labels& labels);
+
 // Erases entries with empty values (containerd does not keep empty labels: setting one
 // deletes it).
 void DropEmptyValues(Labels& labels);

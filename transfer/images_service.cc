@@ -5,6 +5,7 @@
 #include "core/quote.h"
 #include "snapshotter/service.h"
 #include "strata/images/v1/images.grpc.pb.h"
+#include "transfer/converter.h"
 #include "transfer/gc.h"
 #include "transfer/pusher.h"
 
@@ -255,6 +256,58 @@ class ImagesService final : public pb::Images::Service {
     last.set_done(true);
     ToProto(*image, last.mutable_image());
     last.mutable_image()->set_name(dest->String());
+    writer->Write(last);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Convert(grpc::ServerContext* ctx, const pb::ConvertRequest* req,
+                       grpc::ServerWriter<pb::PullProgress>* writer) override {
+    if (!req->estargz()) {
+      return ToGrpc(Status::InvalidArgument("convert: say which format (--estargz)"));
+    }
+    ConvertRequest request;
+    request.source = ParseOciLayoutSpec(req->source()) ? req->source() : NormaliseName(req->source());
+    request.target = req->target();
+    request.platform = req->platform();
+    if (req->chunk_size() > 0) request.estargz.chunk_size = req->chunk_size();
+    request.estargz.prioritized_files.assign(req->prioritized_files().begin(),
+                                             req->prioritized_files().end());
+    auto sink = [&](const PullProgress& p) -> Status {
+      if (ctx->IsCancelled()) return Status(Code::kCancelled, "the client cancelled the conversion");
+      pb::PullProgress msg;
+      ToProto(p, &msg);
+      if (!writer->Write(msg)) return Status(Code::kCancelled, "the client went away");
+      return Status::Ok();
+    };
+    spdlog::info("convert {} to {} (eStargz)", Quote(request.source), Quote(request.target));
+    Result<ConvertResult> converted =
+        ConvertImage(*deps_.puller, *deps_.content, *deps_.images, request, sink);
+    if (!converted.ok()) {
+      spdlog::warn("convert {} failed: {}", Quote(request.source), converted.status().ToString());
+      return ToGrpc(converted.status());
+    }
+    if (!converted->missing_prioritized_files.empty()) {
+      PullProgress p;
+      p.message = "not in the image (not prioritized): ";
+      for (const auto& m : converted->missing_prioritized_files) p.message += m + " ";
+      (void)sink(p);
+    }
+    if (req->push()) {
+      if (ParseOciLayoutSpec(request.target)) {
+        return ToGrpc(Status::InvalidArgument("convert: --push needs a registry target"));
+      }
+      Result<registry::Reference> dest = registry::ParseReference(converted->image.name);
+      if (!dest.ok()) return ToGrpc(dest.status());
+      Result<ImageLayout> layout = deps_.puller->Layout(converted->image, request.platform);
+      if (!layout.ok()) return ToGrpc(layout.status());
+      PushRequest push;
+      push.destination = *dest;
+      Result<std::string> pushed = PushImage(*deps_.registry, *deps_.content, *layout, push, sink);
+      if (!pushed.ok()) return ToGrpc(pushed.status().WithContext("push " + dest->String()));
+    }
+    pb::PullProgress last;
+    last.set_done(true);
+    ToProto(converted->image, last.mutable_image());
     writer->Write(last);
     return grpc::Status::OK;
   }

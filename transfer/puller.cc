@@ -76,14 +76,6 @@ class ContentSource : public ByteSource {
 
 Status Cancelled() { return Status(Code::kCancelled, "pull cancelled"); }
 
-// Sets `labels` on blob `digest`, leaving its other labels as they are.
-Status AddLabels(ContentStore& content, const std::string& digest, const Labels& labels) {
-  if (labels.empty()) return Status::Ok();
-  std::vector<std::string> paths;
-  for (const auto& [k, v] : labels) paths.push_back("labels." + k);
-  return content.UpdateLabels(digest, labels, paths).status();
-}
-
 std::unique_ptr<ByteSource> NewContentSource(std::unique_ptr<ContentReader> reader) {
   return std::make_unique<ContentSource>(std::move(reader));
 }
@@ -262,7 +254,7 @@ Result<std::string> Puller::FetchDocument(const Reference& ref, const registry::
       std::string data(static_cast<size_t>((*reader)->Size()), '\0');
       ASSIGN_OR_RETURN(size_t n, (*reader)->ReadAt(data.data(), data.size(), 0));
       data.resize(n);
-      RETURN_IF_ERROR(AddLabels(*content_, desc.digest, labels));
+      RETURN_IF_ERROR(AddContentLabels(*content_, desc.digest, labels));
       return data;
     }
     Result<std::unique_ptr<ContentWriter>> writer =
@@ -337,7 +329,7 @@ Result<Image> Puller::Pull(const PullRequest& request, const ProgressSink& sink)
             manifest_desc.digest;
       }
     }
-    RETURN_IF_ERROR(AddLabels(*content_, target.digest, index_labels));
+    RETURN_IF_ERROR(AddContentLabels(*content_, target.digest, index_labels));
   } else {
     ASSIGN_OR_RETURN(manifest_json, FetchDocument(ref, manifest_desc, {}, /*manifest=*/true));
   }
@@ -531,9 +523,9 @@ Result<Image> Puller::Pull(const PullRequest& request, const ProgressSink& sink)
           manifest->layers[i].digest;
     }
   }
-  RETURN_IF_ERROR(AddLabels(*content_, manifest_desc.digest, manifest_labels));
+  RETURN_IF_ERROR(AddContentLabels(*content_, manifest_desc.digest, manifest_labels));
   if (request.unpack && !chain_ids.empty()) {
-    RETURN_IF_ERROR(AddLabels(*content_, manifest->config.digest,
+    RETURN_IF_ERROR(AddContentLabels(*content_, manifest->config.digest,
                               {{kGcSnapshotPrefix + snapshotter, chain_ids.back()}}));
   }
 
@@ -746,13 +738,7 @@ Result<ImageLayout> Puller::Layout(const Image& image, const std::string& platfo
   if (!platform_text.empty()) {
     ASSIGN_OR_RETURN(platform, registry::ParsePlatform(platform_text));
   }
-  auto read = [&](const std::string& digest) -> Result<std::string> {
-    ASSIGN_OR_RETURN(std::unique_ptr<ContentReader> r, content_->OpenReader(digest));
-    std::string data(static_cast<size_t>(r->Size()), '\0');
-    ASSIGN_OR_RETURN(size_t n, r->ReadAt(data.data(), data.size(), 0));
-    data.resize(n);
-    return data;
-  };
+  auto read = [&](const std::string& digest) { return ReadContent(*content_, digest); };
   ImageLayout layout;
   layout.target.media_type = image.target.media_type;
   layout.target.digest = image.target.digest;

@@ -7,14 +7,6 @@ namespace {
 
 constexpr char kDistributionSourcePrefix[] = "containerd.io/distribution.source.";
 
-Result<std::string> ReadBlob(ContentStore& content, const std::string& digest) {
-  ASSIGN_OR_RETURN(std::unique_ptr<ContentReader> r, content.OpenReader(digest));
-  std::string data(static_cast<size_t>(r->Size()), '\0');
-  ASSIGN_OR_RETURN(size_t n, r->ReadAt(data.data(), data.size(), 0));
-  data.resize(n);
-  return data;
-}
-
 }  // namespace
 
 Result<std::string> PushImage(registry::Client& registry, ContentStore& content,
@@ -72,13 +64,13 @@ Result<std::string> PushImage(registry::Client& registry, ContentStore& content,
     RETURN_IF_ERROR(report(""));
   }
 
-  ASSIGN_OR_RETURN(std::string manifest, ReadBlob(content, layout.manifest.digest));
+  ASSIGN_OR_RETURN(std::string manifest, ReadContent(content, layout.manifest.digest));
   std::string media_type =
       layout.manifest.media_type.empty() ? layout.parsed.media_type : layout.manifest.media_type;
   bool push_index = layout.target.digest != layout.manifest.digest;
   std::string index;
   if (push_index) {
-    ASSIGN_OR_RETURN(index, ReadBlob(content, layout.target.digest));
+    ASSIGN_OR_RETURN(index, ReadContent(content, layout.target.digest));
     ASSIGN_OR_RETURN(registry::Index parsed, registry::ParseIndex(index));
     for (const auto& m : parsed.manifests) {
       if (!content.Info(m.digest).ok()) push_index = false;
@@ -92,7 +84,7 @@ Result<std::string> PushImage(registry::Client& registry, ContentStore& content,
   // Every manifest of the index by digest, then the index under the tag.
   ASSIGN_OR_RETURN(registry::Index parsed, registry::ParseIndex(index));
   for (const auto& m : parsed.manifests) {
-    ASSIGN_OR_RETURN(std::string body, ReadBlob(content, m.digest));
+    ASSIGN_OR_RETURN(std::string body, ReadContent(content, m.digest));
     registry::Reference by_digest = dest;
     by_digest.tag.clear();
     by_digest.digest = m.digest;

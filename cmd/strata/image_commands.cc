@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -85,6 +86,67 @@ void AddImageCommands(CLI::App& app, Context& ctx, std::function<void(std::funct
         pb::PullProgress last;
         grpc::Status st = Follow(reader, *quiet, &last);
         if (!st.ok()) return Fail("pull " + *ref, st);
+        std::cout << last.image().name() << " " << last.image().target().digest() << "\n";
+        return 0;
+      });
+    });
+  }
+
+  // convert
+  {
+    auto* cmd = images->add_subcommand(
+        "convert", "rewrite an image as eStargz, so that it can be pulled lazily");
+    auto source = std::make_shared<std::string>();
+    auto target = std::make_shared<std::string>();
+    auto platform = std::make_shared<std::string>();
+    auto estargz = std::make_shared<bool>(false);
+    auto chunk_size = std::make_shared<uint64_t>(0);
+    auto record_in = std::make_shared<std::string>();
+    auto push = std::make_shared<bool>(false);
+    auto quiet = std::make_shared<bool>(false);
+    cmd->add_option("source", *source,
+                    "image name, registry reference, or oci:DIR[:TAG] (an OCI image layout)")
+        ->required();
+    cmd->add_option("target", *target, "image name to record, or oci:DIR[:TAG]")->required();
+    cmd->add_flag("--estargz", *estargz, "convert to eStargz (the only format so far)");
+    cmd->add_option("--estargz-chunk-size", *chunk_size, "bytes per chunk (default 4 MiB)");
+    cmd->add_option("--estargz-record-in", *record_in,
+                    "files to prefetch first: one path per line, or ctr-remote's "
+                    "{\"path\": ...} JSON lines");
+    cmd->add_option("--platform", *platform, "os/arch[/variant] (default: this machine's)");
+    cmd->add_flag("--push", *push, "push the result to the registry its name points at");
+    cmd->add_flag("--quiet,-q", *quiet, "print only the result");
+    cmd->callback([=, &ctx] {
+      run([=, &ctx]() -> int {
+        if (!*estargz) return Fail("convert: say which format: --estargz");
+        pb::ConvertRequest req;
+        req.set_source(*source);
+        req.set_target(*target);
+        req.set_platform(*platform);
+        req.set_estargz(true);
+        req.set_chunk_size(*chunk_size);
+        req.set_push(*push);
+        if (!record_in->empty()) {
+          std::ifstream in(*record_in);
+          if (!in) return Fail("convert: cannot read " + *record_in);
+          std::string line;
+          while (std::getline(in, line)) {
+            if (line.empty()) continue;
+            json parsed = json::parse(line, nullptr, false);
+            if (parsed.is_object() && parsed.contains("path") && parsed["path"].is_string()) {
+              req.add_prioritized_files(parsed["path"].get<std::string>());
+            } else if (line[0] != '{') {
+              req.add_prioritized_files(line);
+            } else {
+              return Fail("convert: " + *record_in + ": not a path nor {\"path\": ...}: " + line);
+            }
+          }
+        }
+        grpc::ClientContext cctx;
+        auto reader = stub()->Convert(&cctx, req);
+        pb::PullProgress last;
+        grpc::Status st = Follow(reader, *quiet, &last);
+        if (!st.ok()) return Fail("convert " + *source, st);
         std::cout << last.image().name() << " " << last.image().target().digest() << "\n";
         return 0;
       });

@@ -272,4 +272,49 @@ check_eq "no lazy mount left after strata's GC" "$(lazy_mounts)" 0
 check_eq "no layer cache left after strata's GC" \
   "$(find "$STRATAD_ROOT/cache" -mindepth 1 -maxdepth 1 -type d | wc -l)" 0
 
+# ---- strata image convert --estargz: from the registry and between OCI layouts ----
+printf '/data/small.txt\n{"path": "bin/busybox"}\n' >"$E2E_DIR/prioritized.txt"
+CONV_REF="$REG/strata/lazy:strata-estargz"
+out=$(strata_ image convert --estargz --estargz-record-in "$E2E_DIR/prioritized.txt" --push \
+  "$SRC" "$CONV_REF" 2>&1) || fail "strata image convert --estargz --push" "$out"
+check_has "convert reports the converted layers" "2 layers converted" "$out"
+conv_manifest=$(curl -sS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  "http://$REG/v2/strata/lazy/manifests/strata-estargz")
+check_eq "every converted layer has a TOC digest" \
+  "$(jq '[.layers[].annotations["containerd.io/snapshot/stargz/toc.digest"] // empty] | length' <<<"$conv_manifest")" 2
+check_eq "and its uncompressed size" \
+  "$(jq '[.layers[].annotations["io.containers.estargz.uncompressed-size"] // empty] | length' <<<"$conv_manifest")" 2
+layer2=$(jq -r '.layers[1].digest' <<<"$conv_manifest")
+listing=$(curl -sS "http://$REG/v2/strata/lazy/blobs/$layer2" | tar -tzf - 2>&1) || fail "tar -tzf of a converted layer" "$listing"
+check_has "plain tar reads a converted layer" "data/big-1.bin" "$listing"
+check_has "the TOC is in the tar" "stargz.index.json" "$listing"
+check_has "the prioritized file is marked" ".prefetch.landmark" "$listing"
+out=$(ctr-remote --address "$CONTAINERD_SOCK" --namespace "$CTR_NAMESPACE" image rpull --plain-http \
+  --snapshotter strata "$CONV_REF" 2>&1) || fail "ctr-remote rpull of strata's eStargz" "$out"
+check_eq "strata's eStargz layers mount lazily" "$(lazy_mounts)" 2
+out=$(ctr_ run --rm --snapshotter strata "$CONV_REF" conv-read sh -c \
+  'cat /data/small.txt; sha256sum /data/big-2.bin; readlink /data/big.symlink' 2>&1) ||
+  fail "ctr run of strata's eStargz" "$out"
+check_has "converted content: small file" "lazy hello" "$out"
+check_has "converted content: big file" "$(sha256_of "$B/l2/data/big-2.bin")" "$out"
+check_has "converted content: symlink" "big-1.bin" "$out"
+check "converted image removed" ctr_ images rm --sync "$CONV_REF"
+
+OUT_LAYOUT="$E2E_DIR/oci-estargz"
+out=$(strata_ image convert --estargz "oci:$OCI:gzip" "oci:$OUT_LAYOUT:estargz" 2>&1) ||
+  fail "strata image convert between OCI layouts" "$out"
+check_eq "the output layout is tagged" \
+  "$(jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"]' "$OUT_LAYOUT/index.json")" estargz
+check "skopeo pushes the converted layout" \
+  skopeo copy --dest-tls-verify=false "oci:$OUT_LAYOUT:estargz" "docker://$REG/strata/lazy:from-layout"
+out=$(ctr-remote --address "$CONTAINERD_SOCK" --namespace "$CTR_NAMESPACE" image rpull --plain-http \
+  --snapshotter strata "$REG/strata/lazy:from-layout" 2>&1) || fail "rpull of the converted layout" "$out"
+out=$(ctr_ run --rm --snapshotter strata "$REG/strata/lazy:from-layout" layout-read sh -c \
+  'sha256sum /data/big-5.bin' 2>&1) || fail "ctr run of the converted layout" "$out"
+check_has "layout conversion content" "$(sha256_of "$B/l2/data/big-5.bin")" "$out"
+check "layout image removed" ctr_ images rm --sync "$REG/strata/lazy:from-layout"
+check_fails "convert without a format is refused" strata_ image convert "$SRC" "$REG/strata/lazy:x"
+check_fails "convert of a missing layout tag is refused" \
+  strata_ image convert --estargz "oci:$OCI:nope" "oci:$E2E_DIR/never"
+
 e2e_finish
