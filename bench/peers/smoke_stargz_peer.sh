@@ -8,7 +8,9 @@
 #
 #   bench/peers/smoke_stargz_peer.sh [STARGZ_GRPC_BINARY]
 #
-# Without an argument the daemon is built first (build_stargz_peer.sh) into the
+# STRATA_BUILD_DIR=build also converts the image with `strata image convert --estargz`
+# and checks that the peer reads strata's eStargz. Without an argument the daemon is
+# built first (build_stargz_peer.sh) into the
 # test's private directory. Uses the e2e helpers of tests/e2e (lib.sh,
 # registry_lib.sh); everything lives in a temp dir removed at exit (E2E_KEEP=1
 # keeps it).
@@ -110,6 +112,28 @@ check "ctr-remote converts it to eStargz" \
   ctr-remote --address "$CONTAINERD_SOCK" --namespace build images convert --oci --estargz "$SRC" "$REF"
 check "eStargz image pushed" ns_ctr build images push --plain-http "$REF"
 
+# With STRATA_BUILD_DIR set: the same image converted by `strata image convert
+# --estargz` must be read by stargz-snapshotter too (interop of strata's writer).
+if [[ -n ${STRATA_BUILD_DIR:-} ]]; then
+  STRATA_REF="$REGISTRY_ADDR/peer/test:strata-estargz"
+  "$STRATA_BUILD_DIR/stratad" --root "$E2E_DIR/strata-root" --address "$E2E_DIR/strata.sock" \
+    >"$E2E_DIR/stratad.log" 2>&1 &
+  strata_pid=$!
+  wait_while_alive "$strata_pid" 30 test -S "$E2E_DIR/strata.sock" || die "stratad did not start"
+  check "strata image convert --estargz --push" "$STRATA_BUILD_DIR/strata" --address "$E2E_DIR/strata.sock" \
+    image convert --estargz --push "$SRC" "$STRATA_REF"
+  kill -TERM "$strata_pid"
+  wait "$strata_pid" || true
+  out=$(ctr-remote --address "$CONTAINERD_SOCK" --namespace "$CTR_NAMESPACE" image rpull --plain-http \
+    --snapshotter stargz "$STRATA_REF" 2>&1) || fail "stargz rpull of strata's eStargz" "$out"
+  out=$(ctr_ run --rm --snapshotter stargz "$STRATA_REF" peer-strata sh -c \
+    'cat /data/hello.txt /etc/layer3; ls /opaque' 2>&1) || fail "stargz run of strata's eStargz" "$out"
+  check_contains "stargz-snapshotter reads strata's eStargz (layer 2)" "$out" "hello from layer 2"
+  check_contains "stargz-snapshotter reads strata's eStargz (layer 3)" "$out" "third layer"
+  check_contains "stargz-snapshotter honours strata's opaque directory" "$out" "new.txt"
+  check "strata's image removed" ctr_ images rm --sync "$STRATA_REF"
+fi
+
 # FUSE mounts of the peer (go-fuse names them "stargz").
 lazy_mounts() {
   awk -v dir="$PEER_ROOT/" 'index($5, dir) == 1 && $0 ~ / - fuse[^ ]* stargz / { n++ } END { print n + 0 }' \
@@ -125,7 +149,9 @@ snaps=$(ctr_ snapshots --snapshotter stargz ls)
 check "the layer snapshots are committed" grep -q Committed <<<"$snaps"
 mounts_metric=$(curl -sS "http://127.0.0.1:$METRICS_PORT/metrics" |
   awk '/^stargz_fs_operation_duration_milliseconds_count\{.*operation_type="mount"/ { s += $2 } END { print s + 0 }')
-check_eq "metrics: three layer mounts recorded" "$mounts_metric" 3
+expected_mounts=3
+[[ -z ${STRATA_BUILD_DIR:-} ]] || expected_mounts=6  # strata's image was mounted too
+check_eq "metrics: every layer mount recorded" "$mounts_metric" "$expected_mounts"
 out=$(ctr_ run --rm --snapshotter stargz "$REF" peer-read-1 sh -c 'cat /data/hello.txt /etc/layer3; ls /opaque' 2>&1) ||
   fail "ctr run --snapshotter stargz" "$out"
 check_contains "layer 2's file through the lazy layers" "$out" "hello from layer 2"
