@@ -102,7 +102,7 @@ Result<std::unique_ptr<Server>> Server::Mount(Tree& tree, const std::string& mou
   return server;
 }
 
-Status Server::Start() {
+Status Server::CreateSession() {
   std::string option_string = MountOptionString(options_);
   const char* argv[] = {"strata-fuse", "-o", option_string.c_str()};
   fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
@@ -112,6 +112,11 @@ Status Server::Start() {
     return Status::Internal("FUSE session for " + mountpoint_ + " (" + option_string +
                             ") could not be created; libfuse says why on stderr");
   }
+  return Status::Ok();
+}
+
+Status Server::Start() {
+  RETURN_IF_ERROR(CreateSession());
   if (fuse_session_mount(session_, mountpoint_.c_str()) != 0) {
     fuse_session_destroy(session_);
     session_ = nullptr;
@@ -173,14 +178,9 @@ Result<std::unique_ptr<Server>> Server::Adopt(Tree& tree, const std::string& mou
 }
 
 Status Server::StartAdopted(int fuse_fd) {
-  std::string option_string = MountOptionString(options_);
-  const char* argv[] = {"strata-fuse", "-o", option_string.c_str()};
-  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
-  session_ = fuse_session_new(&args, &Operations(), sizeof(fuse_lowlevel_ops), state_.get());
-  fuse_opt_free_args(&args);
-  if (session_ == nullptr) {
+  if (Status created = CreateSession(); !created.ok()) {
     ::close(fuse_fd);
-    return Status::Internal("FUSE session for " + mountpoint_ + " could not be created");
+    return created;
   }
   // libfuse takes "/dev/fd/N" as "serve this descriptor, mount nothing".
   const std::string device_path = "/dev/fd/" + std::to_string(fuse_fd);

@@ -169,6 +169,8 @@ class Server {
  private:
   Server(std::string mountpoint, const MountOptions& options, std::unique_ptr<MountState> state);
 
+  // Creates the libfuse session (session_) with the mount's options.
+  Status CreateSession();
   // Creates the session, mounts it and serves it until INIT has been answered.
   Status Start();
   // Creates the session on `fuse_fd`, initialises it and serves it (see Adopt).

@@ -15,6 +15,7 @@
 #include "lazy/stargz/toc.h"
 #include "registry/manifest.h"
 #include "transfer/byte_source.h"
+#include "transfer/content_source.h"
 #include "transfer/decompress.h"
 
 namespace strata::transfer {
@@ -39,20 +40,6 @@ std::string BlobPath(const std::string& dir, const std::string& digest) {
   return dir + "/blobs/" + digest.substr(0, colon) + "/" + digest.substr(colon + 1);
 }
 
-// Reads a committed blob front to back.
-class ContentByteSource : public ByteSource {
- public:
-  explicit ContentByteSource(std::unique_ptr<ContentReader> reader) : reader_(std::move(reader)) {}
-  Result<size_t> Read(char* buf, size_t n) override {
-    ASSIGN_OR_RETURN(size_t got, reader_->ReadAt(buf, n, offset_));
-    offset_ += static_cast<int64_t>(got);
-    return got;
-  }
-
- private:
-  std::unique_ptr<ContentReader> reader_;
-  int64_t offset_ = 0;
-};
 
 void Say(const ProgressSink& progress, const std::string& message) {
   if (!progress) return;
@@ -220,7 +207,7 @@ Result<std::pair<registry::Descriptor, std::string>> ConvertLayer(
   ASSIGN_OR_RETURN(Compression compression, CompressionOfMediaType(layer.media_type));
   ASSIGN_OR_RETURN(std::unique_ptr<ContentReader> reader, content.OpenReader(layer.digest));
   ASSIGN_OR_RETURN(std::unique_ptr<ByteSource> input,
-                   Decompress(std::make_unique<ContentByteSource>(std::move(reader)), compression));
+                   Decompress(NewContentSource(std::move(reader)), compression));
   const std::string ingest = "convert-" + layer.digest + "-" + Nonce();
   ASSIGN_OR_RETURN(std::unique_ptr<ContentWriter> writer,
                    content.OpenWriter(ingest, "", kUnknownSize));

@@ -15,6 +15,7 @@
 #include "core/fs.h"
 #include "core/quote.h"
 #include "transfer/byte_source.h"
+#include "transfer/content_source.h"
 #include "transfer/decompress.h"
 #include "transfer/gc.h"
 #include "transfer/pipe.h"
@@ -59,26 +60,9 @@ Labels DistributionSource(const Reference& ref) {
   return {{kDistributionSourcePrefix + ref.domain, repo}};
 }
 
-// Reads a committed blob front to back.
-class ContentSource : public ByteSource {
- public:
-  explicit ContentSource(std::unique_ptr<ContentReader> reader) : reader_(std::move(reader)) {}
-  Result<size_t> Read(char* buf, size_t n) override {
-    ASSIGN_OR_RETURN(size_t got, reader_->ReadAt(buf, n, offset_));
-    offset_ += static_cast<int64_t>(got);
-    return got;
-  }
-
- private:
-  std::unique_ptr<ContentReader> reader_;
-  int64_t offset_ = 0;
-};
 
 Status Cancelled() { return Status(Code::kCancelled, "pull cancelled"); }
 
-std::unique_ptr<ByteSource> NewContentSource(std::unique_ptr<ContentReader> reader) {
-  return std::make_unique<ContentSource>(std::move(reader));
-}
 
 }  // namespace
 

@@ -49,14 +49,6 @@ fetched() { metric strata_lazy_fetched_bytes_total; }
 ns_ctr() { ctr --address "$CONTAINERD_SOCK" --namespace "$1" "${@:2}"; }
 lazy_mounts() { grep -c ' fuse.strata-stargz ' /proc/self/mountinfo || true; }
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
-# check_has DESCRIPTION NEEDLE HAYSTACK: passes when HAYSTACK contains NEEDLE.
-check_has() {
-  if grep -qF -- "$2" <<<"$3"; then
-    pass "$1"
-  else
-    fail "$1" "expected \"$2\" in:" "${3:0:2000}"
-  fi
-}
 # run_in NAME COMMAND: runs COMMAND with sh in a new container of the lazily pulled image.
 run_in() {
   ctr_ run --rm --snapshotter strata "$LAZY_REF" "$1" sh -c "$2"

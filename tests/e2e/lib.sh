@@ -62,6 +62,16 @@ check_contains() {
   fi
 }
 
+# check_has DESCRIPTION NEEDLE HAYSTACK: passes when HAYSTACK contains NEEDLE anywhere
+# (a substring, not a whole line).
+check_has() {
+  if grep -qF -- "$2" <<<"$3"; then
+    pass "$1"
+  else
+    fail "$1" "expected \"$2\" in:" "${3:0:2000}"
+  fi
+}
+
 # check_lacks DESCRIPTION HAYSTACK NEEDLE: passes when no line of HAYSTACK
 # contains NEEDLE.
 check_lacks() {
