@@ -214,6 +214,23 @@ wait_until 10 bash -c "! ctr --address '$CONTAINERD_SOCK' -n '$CTR_NAMESPACE' ta
 ctr_ tasks delete lazy-long >/dev/null 2>&1 || true
 check "detached container removed" ctr_ containers delete lazy-long
 
+# ---- zstd:chunked: served lazily too, verified by its TOC digest ---------------------
+ZSTD_REF="$REG/strata/lazy:zstdchunked"
+check "ctr-remote converts the image to zstd:chunked" \
+  ctr-remote --address "$CONTAINERD_SOCK" --namespace build images convert --oci --zstdchunked \
+  "$SRC" "$ZSTD_REF"
+check "zstd:chunked image pushed" ns_ctr build images push --plain-http "$ZSTD_REF"
+mounts_before=$(lazy_mounts)
+out=$(ctr-remote --address "$CONTAINERD_SOCK" --namespace "$CTR_NAMESPACE" image rpull --plain-http \
+  --snapshotter strata "$ZSTD_REF" 2>&1) || fail "rpull of the zstd:chunked image" "$out"
+check_eq "zstd:chunked layers are lazy mounts" "$(lazy_mounts)" $((mounts_before + 2))
+out=$(ctr_ run --rm --snapshotter strata "$ZSTD_REF" zstd-read sh -c 'cat /data/small.txt; sha256sum /data/big-6.bin' 2>&1) ||
+  fail "ctr run of the zstd:chunked image" "$out"
+check_has "zstd:chunked content: small file" "lazy hello" "$out"
+check_has "zstd:chunked content: big file" "$(sha256_of "$B/l2/data/big-6.bin")" "$out"
+check "zstd:chunked image removed" ctr_ images rm --sync "$ZSTD_REF"
+check_eq "its lazy mounts went with it" "$(lazy_mounts)" "$mounts_before"
+
 # ---- fallback: a plain gzip image is unpacked the normal way -----------------------
 out=$(ctr-remote --address "$CONTAINERD_SOCK" --namespace "$CTR_NAMESPACE" image rpull --plain-http \
   --snapshotter strata "$SRC" 2>&1) || fail "rpull of a gzip image" "$out"
