@@ -5,6 +5,7 @@
 
 #include "core/digest.h"
 #include "fuse/mounts.h"
+#include "lazy/stargz/footer.h"
 #include "registry/reference.h"
 
 namespace strata::lazy::stargz {
@@ -28,6 +29,12 @@ StargzSource::StargzSource(Engine* engine, registry::Client* client, SourceOptio
     : engine_(engine), client_(client), options_(std::move(options)) {}
 
 StargzSource::~StargzSource() {
+  std::map<std::string, std::shared_future<Result<uint64_t>>> warmups;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    warmups.swap(warmups_);
+  }
+  for (auto& [_, w] : warmups) w.wait();
   UnmountAll();
   for (const auto& [_, fd] : inherited_) ::close(fd);
 }
@@ -48,7 +55,21 @@ Result<std::shared_ptr<StargzSource::Layer>> StargzSource::OpenLayer(
     open.toc.zstd_manifest_checksum = Label(remote, kLegacyZstdChunkedManifestChecksumAnnotation);
   }
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(uint64_t size, client_->BlobSize(ref, remote.layer_digest));
+  std::shared_future<Result<uint64_t>> warmed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = warmups_.find(remote.layer_digest);
+    if (it != warmups_.end()) warmed = it->second;
+  }
+  // A warm-up started by an earlier layer's Mount knows the size and has the footer
+  // and TOC in the cache already (or is fetching them).
+  Result<uint64_t> size_or = warmed.valid() ? warmed.get() : Result<uint64_t>(Status::NotFound(""));
+  if (warmed.valid()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    warmups_.erase(remote.layer_digest);
+  }
+  if (!size_or.ok()) size_or = client_->BlobSize(ref, remote.layer_digest);
+  ASSIGN_OR_RETURN(uint64_t size, size_or);
   const auto sized = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(auto blob, engine_->OpenBlob(ref, remote.layer_digest, size));
   Result<std::unique_ptr<StargzTree>> tree = StargzTree::Open(blob, open);
@@ -101,6 +122,7 @@ Status StargzSource::Mount(const snapshotter::RemoteLayer& remote, const std::st
                                    mountpoint);
     }
   }
+  WarmUpOtherLayers(remote, ref);
   int inherited_fd = -1;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -254,6 +276,30 @@ void StargzSource::UnmountAll() {
     if (!s.ok()) spdlog::warn("unmount stargz layer at {}: {}", mountpoint, s.ToString());
   }
   for (auto& m : detached) (void)m.server->Unmount(fuse::IfBusy::kAbort);
+}
+
+void StargzSource::WarmUpOtherLayers(const snapshotter::RemoteLayer& remote,
+                                     const registry::Reference& ref) {
+  if (!options_.warm_up_image_layers) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  int started = 0;
+  for (const std::string& digest : remote.image_layers) {
+    if (started >= 16) break;
+    if (digest == remote.layer_digest || !ValidateDigest(digest).ok()) continue;
+    if (warmups_.count(digest) > 0 || layers_.count(digest) > 0) continue;
+    // containerd prepares an image's layers one after the other; fetch the others'
+    // footers and TOCs meanwhile, so that their Mounts find them in the cache.
+    warmups_[digest] = std::async(std::launch::async, [this, ref, digest]() -> Result<uint64_t> {
+                         ASSIGN_OR_RETURN(uint64_t size, client_->BlobSize(ref, digest));
+                         Result<std::shared_ptr<BlobReader>> blob =
+                             engine_->OpenBlob(ref, digest, size);
+                         if (blob.ok() && !ReadFooterAndToc(**blob).ok()) {
+                           (void)engine_->RemoveBlob(digest);  // not a stargz layer
+                         }
+                         return size;
+                       }).share();
+    started++;
+  }
 }
 
 void StargzSource::Inherit(std::map<std::string, int> sessions) {

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <chrono>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -62,6 +63,10 @@ struct SourceOptions {
   // mounted and served until the process exits, and the next daemon serves it again
   // (Inherit). Not owned.
   fuse::SessionKeeperClient* keeper = nullptr;
+  // When a layer is mounted, fetch the footers and TOCs of the image's other layers
+  // (the Prepare's image-layers label) in the background, so that their Mounts, which
+  // containerd makes one after the other, find them cached.
+  bool warm_up_image_layers = true;
 };
 
 // One mounted layer, for diagnostics and tests.
@@ -122,6 +127,8 @@ class StargzSource final : public snapshotter::LayerSource {
   // The tree of blob `digest`, opened (HEAD, footer, TOC) unless a mount has it.
   Result<std::shared_ptr<Layer>> OpenLayer(const snapshotter::RemoteLayer& remote,
                                            const registry::Reference& ref);
+  // Starts warm-ups of `remote`'s sibling layers (SourceOptions::warm_up_image_layers).
+  void WarmUpOtherLayers(const snapshotter::RemoteLayer& remote, const registry::Reference& ref);
   // Drops detached servers whose users have gone, and the caches of removed layers
   // nobody serves any more. Requires mu_.
   void ReapLocked();
@@ -136,6 +143,8 @@ class StargzSource final : public snapshotter::LayerSource {
   std::map<std::string, std::weak_ptr<Layer>> layers_;  // by digest
   std::set<std::string> removed_digests_;      // caches to delete once unserved
   std::map<std::string, int> inherited_;       // sessions of an earlier daemon
+  // Warm-ups by digest: the blob size once its footer and TOC are cached.
+  std::map<std::string, std::shared_future<Result<uint64_t>>> warmups_;
 };
 
 }  // namespace strata::lazy::stargz
