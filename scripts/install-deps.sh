@@ -27,7 +27,7 @@ PACKAGES=(
   # libraries (see README "Dependencies" for why each is there)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev libssl-dev libtomlplusplus-dev libcli11-dev libspdlog-dev nlohmann-json3-dev
-  libcurl4-openssl-dev libisal-dev libzstd-dev zlib1g-dev
+  libcurl4-openssl-dev libisal-dev libzstd-dev zlib1g-dev libsimdjson-dev
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
   libfuse3-dev fuse3
   # real components used by the tests and the benchmarks

@@ -1,13 +1,15 @@
 #include "lazy/stargz/toc.h"
 
+#include <simdjson.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
-#include <nlohmann/json.hpp>
-#include <stdexcept>
+#include <memory_resource>
+#include <optional>
 #include <unordered_map>
 
 #include "core/digest.h"
@@ -22,8 +24,6 @@ namespace strata::lazy::stargz {
 
 namespace {
 
-using Json = nlohmann::json;
-
 constexpr size_t kMaxNameBytes = 4096;
 constexpr size_t kMaxComponentBytes = 255;
 constexpr size_t kMaxXattrNameBytes = 255;
@@ -31,41 +31,58 @@ constexpr size_t kMaxXattrValueBytes = size_t{64} * 1024;
 constexpr uint64_t kMaxFileBytes = uint64_t{1} << 62;
 constexpr size_t kNoHardlink = SIZE_MAX;
 constexpr int kMaxJsonDepth = 8;
+// Bytes past the end of TOC JSON that the parser may read (DecompressToc leaves them).
+constexpr size_t kJsonPadding = simdjson::SIMDJSON_PADDING;
 
-// "a/b/c" for "./a//b/c/"; "" for the root. Refuses absolute names and "..".
-Result<std::string> CleanName(std::string_view name) {
+// "a/b/c" for "./a//b/c/", "" for the root; refuses absolute names and "..". The result
+// is a piece of `name` when the components kept stand one slash apart there (as in the
+// names TOC writers write, "./a/b" and "a/b/"), else it is built in `*buffer`.
+Result<std::string_view> CleanName(std::string_view name, std::string* buffer) {
   if (name.empty()) return Status::InvalidArgument("empty name");
   if (name.size() > kMaxNameBytes) return Status::InvalidArgument("name over 4096 bytes");
   if (name.find('\0') != std::string_view::npos) {
     return Status::InvalidArgument("name holds a NUL byte");
   }
   if (name.front() == '/') return Status::InvalidArgument("absolute name");
-  std::string out;
+  size_t begin = std::string_view::npos;  // of the first component kept
+  size_t end = 0;                         // of the last component kept so far
+  bool in_name = true;                    // the result is name[begin, end)
   size_t pos = 0;
   while (pos <= name.size()) {
     size_t slash = name.find('/', pos);
     if (slash == std::string_view::npos) slash = name.size();
-    std::string_view component = name.substr(pos, slash - pos);
+    const size_t start = pos;
+    std::string_view component = name.substr(start, slash - start);
     pos = slash + 1;
     if (component.empty() || component == ".") continue;
     if (component == "..") return Status::InvalidArgument("name with a \"..\" component");
     if (component.size() > kMaxComponentBytes) {
       return Status::InvalidArgument("name component over 255 bytes");
     }
-    if (!out.empty()) out += '/';
-    out += component;
+    if (begin == std::string_view::npos) {
+      begin = start;
+    } else if (in_name && start != end + 1) {
+      in_name = false;
+      buffer->assign(name.substr(begin, end - begin));
+    }
+    if (!in_name) {
+      *buffer += '/';
+      *buffer += component;
+    }
+    end = slash;
   }
-  return out;
+  if (begin == std::string_view::npos) return std::string_view();
+  return in_name ? name.substr(begin, end - begin) : std::string_view(*buffer);
 }
 
-std::string ParentOf(const std::string& path) {
+std::string_view ParentOf(std::string_view path) {
   size_t slash = path.rfind('/');
-  return slash == std::string::npos ? std::string() : path.substr(0, slash);
+  return slash == std::string_view::npos ? std::string_view() : path.substr(0, slash);
 }
 
-std::string BaseOf(const std::string& path) {
+std::string_view BaseOf(std::string_view path) {
   size_t slash = path.rfind('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
 }
 
 // Days since 1970-01-01 of a proleptic Gregorian date.
@@ -136,76 +153,143 @@ bool ParseRfc3339(std::string_view s, timespec* out) {
   return true;
 }
 
-// Typed access to one TOC entry's fields; errors name the entry.
+// The keys of a TOC entry that the index reads; others are ignored.
+enum class Key : uint8_t {
+  kName,
+  kType,
+  kSize,
+  kModtime,
+  kLinkName,
+  kMode,
+  kUid,
+  kGid,
+  kDevMajor,
+  kDevMinor,
+  kXattrs,
+  kDigest,
+  kOffset,
+  kChunkOffset,
+  kChunkSize,
+  kChunkDigest,
+  kInnerOffset,
+  kEndOffset,
+  kChunkType,
+};
+constexpr std::array<std::string_view, 19> kKeyNames = {
+    "name",      "type",        "size",        "modtime",   "linkName", "mode",   "uid",
+    "gid",       "devMajor",    "devMinor",    "xattrs",    "digest",   "offset", "chunkOffset",
+    "chunkSize", "chunkDigest", "innerOffset", "endOffset", "chunkType"};
+static_assert(kKeyNames.size() == static_cast<size_t>(Key::kChunkType) + 1);
+
+std::optional<Key> KeyOf(std::string_view name) {
+  for (size_t i = 0; i < kKeyNames.size(); i++) {
+    if (kKeyNames[i] == name) return static_cast<Key>(i);
+  }
+  return std::nullopt;
+}
+
+std::string KeyName(Key key) { return std::string(kKeyNames[static_cast<size_t>(key)]); }
+
+// Typed access to one TOC entry's fields; errors name the entry. Of a key given twice
+// the last value counts, as with Go's encoding/json. Holds views into the document.
 class EntryFields {
  public:
-  EntryFields(const Json& entry, size_t index) : entry_(entry), index_(index) {}
+  EntryFields(simdjson::dom::object entry, size_t index) : index_(index) {
+    for (simdjson::dom::key_value_pair field : entry) {
+      std::optional<Key> key = KeyOf(field.key);
+      if (!key) continue;
+      values_[static_cast<size_t>(*key)] = field.value;
+      present_ |= 1u << static_cast<unsigned>(*key);
+    }
+  }
 
   Status Error(const std::string& what) const {
-    std::string name;
-    auto it = entry_.find("name");
-    if (it != entry_.end() && it->is_string()) name = it->get_ref<const std::string&>();
+    const simdjson::dom::element* name = Find(Key::kName);
+    std::string_view text;
+    if (name != nullptr && name->is_string()) text = name->get_string().value_unsafe();
     return Status::InvalidArgument("TOC entry " + std::to_string(index_) +
-                                   (name.empty() ? "" : " " + Quote(name)) + ": " + what);
+                                   (text.empty() ? "" : " " + Quote(text)) + ": " + what);
   }
 
   // A non-negative integer field (0 when absent or null), at most `max`.
-  Result<uint64_t> Unsigned(const char* key,
-                            uint64_t max = std::numeric_limits<int64_t>::max()) const {
-    auto it = entry_.find(key);
-    if (it == entry_.end() || it->is_null()) return uint64_t{0};
-    if (it->is_number_unsigned()) {
-      uint64_t v = it->get<uint64_t>();
-      if (v > max) return Error(std::string(key) + " " + std::to_string(v) + " is out of range");
-      return v;
+  Result<uint64_t> Unsigned(Key key, uint64_t max = std::numeric_limits<int64_t>::max()) const {
+    const simdjson::dom::element* value = Find(key);
+    if (value == nullptr || value->is_null()) return uint64_t{0};
+    uint64_t v;
+    switch (value->type()) {
+      case simdjson::dom::element_type::INT64: {
+        int64_t signed_value = value->get_int64().value_unsafe();
+        if (signed_value < 0) {
+          return Error(KeyName(key) + " " + std::to_string(signed_value) + " is negative");
+        }
+        v = static_cast<uint64_t>(signed_value);
+        break;
+      }
+      case simdjson::dom::element_type::UINT64:
+        v = value->get_uint64().value_unsafe();
+        break;
+      default:
+        return Error(KeyName(key) + " is not an integer");
     }
-    if (it->is_number_integer()) {
-      return Error(std::string(key) + " " + std::to_string(it->get<int64_t>()) + " is negative");
-    }
-    return Error(std::string(key) + " is not an integer");
+    if (v > max) return Error(KeyName(key) + " " + std::to_string(v) + " is out of range");
+    return v;
   }
 
   // A string field ("" when absent or null).
-  Result<std::string> String(const char* key) const {
-    auto it = entry_.find(key);
-    if (it == entry_.end() || it->is_null()) return std::string();
-    if (!it->is_string()) return Error(std::string(key) + " is not a string");
-    return it->get<std::string>();
+  Result<std::string_view> String(Key key) const {
+    const simdjson::dom::element* value = Find(key);
+    if (value == nullptr || value->is_null()) return std::string_view();
+    if (!value->is_string()) return Error(KeyName(key) + " is not a string");
+    return value->get_string().value_unsafe();
   }
 
-  const Json& json() const { return entry_; }
+  // The value of `key`, or nullptr when the entry does not have it.
+  const simdjson::dom::element* Find(Key key) const {
+    const unsigned bit = 1u << static_cast<unsigned>(key);
+    return present_ & bit ? &values_[static_cast<size_t>(key)] : nullptr;
+  }
+
   size_t index() const { return index_; }
 
  private:
-  const Json& entry_;
+  std::array<simdjson::dom::element, kKeyNames.size()> values_;
+  uint32_t present_ = 0;  // bit k: values_[k] holds key k
+  static_assert(kKeyNames.size() <= 32);
   size_t index_;
 };
 
 // Builds a Toc from entries in TOC order.
 class TocBuilder {
  public:
-  TocBuilder(BlobFormat format, uint64_t payload_end, const TocLimits& limits) : limits_(limits) {
+  // `entries`: how many the TOC lists, to size the index.
+  TocBuilder(BlobFormat format, uint64_t payload_end, const TocLimits& limits, size_t entries)
+      : limits_(limits) {
     toc_.format = format;
     toc_.payload_end = payload_end;
+    toc_.inodes.reserve(entries + 1);
+    names_.reserve(entries);
     TocInode root;
     root.mode = S_IFDIR | 0755;
     root.parent = fuse::kRootIno;
     toc_.inodes.push_back(std::move(root));
   }
 
-  Status Add(const Json& entry, size_t index) {
-    if (!entry.is_object()) {
+  // Adds one entry of the TOC's "entries". The builder keeps views into the document
+  // holding `entry` until Finish.
+  Status Add(simdjson::dom::element entry, size_t index) {
+    simdjson::dom::object object;
+    if (entry.get_object().get(object) != simdjson::SUCCESS) {
       return Status::InvalidArgument("TOC entry " + std::to_string(index) + " is not an object");
     }
-    EntryFields f(entry, index);
-    ASSIGN_OR_RETURN(std::string type, f.String("type"));
+    EntryFields f(object, index);
+    ASSIGN_OR_RETURN(std::string_view type, f.String(Key::kType));
     if (type == "chunk") return AddChunkEntry(f);
     RETURN_IF_ERROR(FinishRegular());
 
-    ASSIGN_OR_RETURN(std::string raw_name, f.String("name"));
-    Result<std::string> cleaned = CleanName(raw_name);
+    ASSIGN_OR_RETURN(std::string_view raw_name, f.String(Key::kName));
+    Result<std::string_view> cleaned = CleanName(raw_name, &name_buffer_);
     if (!cleaned.ok()) return f.Error(cleaned.status().message());
-    std::string name = std::move(cleaned).value();
+    const std::string_view name = Stable(*cleaned);
     if (type == "hardlink") return AddHardlink(f, name);
 
     mode_t format;
@@ -234,13 +318,14 @@ class TocBuilder {
       ApplyDirAttrs(std::move(attrs), &toc_.inodes[0]);
       return Status::Ok();
     }
-    auto existing = names_.find(name);
-    if (existing != names_.end()) {
-      Name& n = existing->second;
-      if (format == S_IFDIR && !n.listed && n.ino != 0) {
+    // Looked up and claimed at once (an error drops the whole builder).
+    auto [slot, inserted] = names_.try_emplace(name);
+    Name& claimed = slot->second;  // stays valid as names_ grows, unlike `slot`
+    if (!inserted) {
+      if (format == S_IFDIR && !claimed.listed && claimed.ino != 0) {
         // A directory created for the entries under it before its own entry came.
-        n.listed = true;
-        ApplyDirAttrs(std::move(attrs), &toc_.inodes[n.ino - 1]);
+        claimed.listed = true;
+        ApplyDirAttrs(std::move(attrs), &toc_.inodes[claimed.ino - 1]);
         return Status::Ok();
       }
       return f.Error("duplicate entry");
@@ -251,12 +336,12 @@ class TocBuilder {
     fuse::Ino ino = NewInode(std::move(attrs));
     if (!ino) return f.Error("more than " + std::to_string(limits_.max_entries) + " inodes");
     AddChild(*parent, BaseOf(name), ino);
-    names_.emplace(name, Name{ino, kNoHardlink, true});
+    claimed = Name{ino, kNoHardlink, true};
 
     if (format == S_IFREG) {
       regular_ = ino;
       regular_name_ = name;
-      ASSIGN_OR_RETURN(regular_digest_, f.String("digest"));
+      ASSIGN_OR_RETURN(regular_digest_, f.String(Key::kDigest));
       if (toc_.inodes[ino - 1].size > 0) return AddChunk(f);
     }
     return Status::Ok();
@@ -287,8 +372,8 @@ class TocBuilder {
     bool resolving = false;         // cycle detection
   };
   struct Hardlink {
-    std::string name;
-    std::string target;
+    std::string_view name;  // Stable, as the keys of names_
+    std::string_view target;
     fuse::Ino parent = 0;
   };
   struct RawChunk {
@@ -299,23 +384,23 @@ class TocBuilder {
   };
 
   Status ReadAttrs(const EntryFields& f, mode_t format, TocInode* out) {
-    ASSIGN_OR_RETURN(uint64_t mode, f.Unsigned("mode"));
-    ASSIGN_OR_RETURN(uint64_t uid, f.Unsigned("uid", UINT32_MAX - 1));
-    ASSIGN_OR_RETURN(uint64_t gid, f.Unsigned("gid", UINT32_MAX - 1));
+    ASSIGN_OR_RETURN(uint64_t mode, f.Unsigned(Key::kMode));
+    ASSIGN_OR_RETURN(uint64_t uid, f.Unsigned(Key::kUid, UINT32_MAX - 1));
+    ASSIGN_OR_RETURN(uint64_t gid, f.Unsigned(Key::kGid, UINT32_MAX - 1));
     out->mode = format | static_cast<mode_t>(mode & 07777);
     out->uid = static_cast<uint32_t>(uid);
     out->gid = static_cast<uint32_t>(gid);
-    ASSIGN_OR_RETURN(std::string modtime, f.String("modtime"));
+    ASSIGN_OR_RETURN(std::string_view modtime, f.String(Key::kModtime));
     // Like estargz's reader, an unreadable time is the epoch rather than an error.
     if (!modtime.empty() && !ParseRfc3339(modtime, &out->mtime)) out->mtime = {};
     RETURN_IF_ERROR(ReadXattrs(f, &out->xattrs));
     switch (format) {
       case S_IFREG: {
-        ASSIGN_OR_RETURN(out->size, f.Unsigned("size", kMaxFileBytes));
+        ASSIGN_OR_RETURN(out->size, f.Unsigned(Key::kSize, kMaxFileBytes));
         break;
       }
       case S_IFLNK: {
-        ASSIGN_OR_RETURN(out->symlink_target, f.String("linkName"));
+        ASSIGN_OR_RETURN(out->symlink_target, f.String(Key::kLinkName));
         if (out->symlink_target.empty()) return f.Error("symlink without linkName");
         if (out->symlink_target.size() > kMaxNameBytes ||
             out->symlink_target.find('\0') != std::string::npos) {
@@ -326,8 +411,8 @@ class TocBuilder {
       }
       case S_IFCHR:
       case S_IFBLK: {
-        ASSIGN_OR_RETURN(uint64_t major, f.Unsigned("devMajor", UINT32_MAX));
-        ASSIGN_OR_RETURN(uint64_t minor, f.Unsigned("devMinor", UINT32_MAX));
+        ASSIGN_OR_RETURN(uint64_t major, f.Unsigned(Key::kDevMajor, UINT32_MAX));
+        ASSIGN_OR_RETURN(uint64_t minor, f.Unsigned(Key::kDevMinor, UINT32_MAX));
         out->rdev = makedev(static_cast<unsigned>(major), static_cast<unsigned>(minor));
         break;
       }
@@ -338,17 +423,27 @@ class TocBuilder {
   }
 
   Status ReadXattrs(const EntryFields& f, std::map<std::string, std::string>* out) {
-    auto it = f.json().find("xattrs");
-    if (it == f.json().end() || it->is_null()) return Status::Ok();
-    if (!it->is_object()) return f.Error("xattrs is not an object");
-    for (const auto& [name, value] : it->items()) {
+    const simdjson::dom::element* xattrs = f.Find(Key::kXattrs);
+    if (xattrs == nullptr || xattrs->is_null()) return Status::Ok();
+    simdjson::dom::object object;
+    if (xattrs->get_object().get(object) != simdjson::SUCCESS) {
+      return f.Error("xattrs is not an object");
+    }
+    // Checked in name order, a name given twice once with its last value, so that which
+    // error is found first does not depend on the writer's order.
+    std::vector<std::pair<std::string_view, simdjson::dom::element>> fields;
+    for (simdjson::dom::key_value_pair field : object) fields.emplace_back(field.key, field.value);
+    std::stable_sort(fields.begin(), fields.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (size_t i = 0; i < fields.size(); i++) {
+      if (i + 1 < fields.size() && fields[i + 1].first == fields[i].first) continue;
+      const auto& [name, value] = fields[i];
       if (name.empty() || name.size() > kMaxXattrNameBytes ||
-          name.find('\0') != std::string::npos) {
+          name.find('\0') != std::string_view::npos) {
         return f.Error("invalid xattr name " + Quote(name));
       }
       if (!value.is_string()) return f.Error("xattr " + Quote(name) + " is not base64 text");
-      Result<std::string> decoded =
-          transfer::tar::DecodeBase64(value.get_ref<const std::string&>());
+      Result<std::string> decoded = transfer::tar::DecodeBase64(value.get_string().value_unsafe());
       if (!decoded.ok()) {
         return f.Error("xattr " + Quote(name) + ": " + decoded.status().message());
       }
@@ -357,7 +452,7 @@ class TocBuilder {
       }
       // As the unpacker does: a layer does not get to set overlayfs's own attributes.
       if (transfer::IsOverlayXattr(name)) continue;
-      (*out)[name] = std::move(decoded).value();
+      (*out)[std::string(name)] = std::move(decoded).value();
     }
     return Status::Ok();
   }
@@ -377,13 +472,31 @@ class TocBuilder {
     return toc_.inodes.size();
   }
 
-  void AddChild(fuse::Ino dir, std::string name, fuse::Ino ino) {
-    toc_.inodes[dir - 1].children.push_back(TocDirent{std::move(name), ino});
+  void AddChild(fuse::Ino dir, std::string_view name, fuse::Ino ino) {
+    toc_.inodes[dir - 1].children.push_back(TocDirent{std::string(name), ino});
+  }
+
+  // CleanName's `name` as a view that lives as long as the builder: the name itself when
+  // it is a view into the document, else a copy in arena_.
+  std::string_view Stable(std::string_view name) {
+    if (name.data() != name_buffer_.data()) return name;
+    char* copy = static_cast<char*>(arena_.allocate(name.size(), 1));
+    std::copy(name.begin(), name.end(), copy);
+    return {copy, name.size()};
   }
 
   // The directory `path`, created (with its parents) when the TOC has not listed it.
-  Result<fuse::Ino> EnsureDir(const std::string& path) {
+  Result<fuse::Ino> EnsureDir(std::string_view path) {
     if (path.empty()) return fuse::kRootIno;
+    // Entries come in tar order, mostly several to a directory.
+    if (path == last_dir_path_) return last_dir_ino_;
+    ASSIGN_OR_RETURN(fuse::Ino ino, LookUpOrCreateDir(path));
+    last_dir_path_ = path;
+    last_dir_ino_ = ino;
+    return ino;
+  }
+
+  Result<fuse::Ino> LookUpOrCreateDir(std::string_view path) {
     auto it = names_.find(path);
     if (it != names_.end()) {
       fuse::Ino ino = it->second.ino;
@@ -401,24 +514,26 @@ class TocBuilder {
     return ino;
   }
 
-  Status AddHardlink(const EntryFields& f, const std::string& name) {
+  // `name`: Stable.
+  Status AddHardlink(const EntryFields& f, std::string_view name) {
     if (name.empty()) return f.Error("the root cannot be a hard link");
     if (names_.count(name)) return f.Error("duplicate entry");
-    ASSIGN_OR_RETURN(std::string link, f.String("linkName"));
-    Result<std::string> target = CleanName(link);
+    ASSIGN_OR_RETURN(std::string_view link, f.String(Key::kLinkName));
+    Result<std::string_view> target = CleanName(link, &name_buffer_);
     if (!target.ok()) return f.Error("hard link target: " + target.status().message());
+    const std::string_view stable_target = Stable(*target);
     Result<fuse::Ino> parent = EnsureDir(ParentOf(name));
     if (!parent.ok()) return f.Error(parent.status().message());
     names_.emplace(name, Name{0, hardlinks_.size(), true});
-    hardlinks_.push_back(Hardlink{name, std::move(target).value(), *parent});
+    hardlinks_.push_back(Hardlink{name, stable_target, *parent});
     return Status::Ok();
   }
 
   Status AddChunkEntry(const EntryFields& f) {
     if (regular_ == 0) return f.Error("chunk entry without a regular file before it");
-    ASSIGN_OR_RETURN(std::string raw_name, f.String("name"));
+    ASSIGN_OR_RETURN(std::string_view raw_name, f.String(Key::kName));
     if (!raw_name.empty()) {
-      Result<std::string> name = CleanName(raw_name);
+      Result<std::string_view> name = CleanName(raw_name, &name_buffer_);
       if (!name.ok() || *name != regular_name_) {
         return f.Error("chunk entry does not belong to " + Quote(regular_name_) +
                        ", the regular file before it");
@@ -430,13 +545,13 @@ class TocBuilder {
 
   Status AddChunk(const EntryFields& f) {
     RawChunk raw;
-    ASSIGN_OR_RETURN(raw.chunk.blob_offset, f.Unsigned("offset"));
-    ASSIGN_OR_RETURN(raw.chunk.file_offset, f.Unsigned("chunkOffset"));
-    ASSIGN_OR_RETURN(raw.declared_size, f.Unsigned("chunkSize"));
-    ASSIGN_OR_RETURN(raw.chunk.inner_offset, f.Unsigned("innerOffset"));
-    ASSIGN_OR_RETURN(raw.chunk.digest, f.String("chunkDigest"));
-    ASSIGN_OR_RETURN(raw.end_offset, f.Unsigned("endOffset"));
-    ASSIGN_OR_RETURN(std::string chunk_type, f.String("chunkType"));
+    ASSIGN_OR_RETURN(raw.chunk.blob_offset, f.Unsigned(Key::kOffset));
+    ASSIGN_OR_RETURN(raw.chunk.file_offset, f.Unsigned(Key::kChunkOffset));
+    ASSIGN_OR_RETURN(raw.declared_size, f.Unsigned(Key::kChunkSize));
+    ASSIGN_OR_RETURN(raw.chunk.inner_offset, f.Unsigned(Key::kInnerOffset));
+    ASSIGN_OR_RETURN(raw.chunk.digest, f.String(Key::kChunkDigest));
+    ASSIGN_OR_RETURN(raw.end_offset, f.Unsigned(Key::kEndOffset));
+    ASSIGN_OR_RETURN(std::string_view chunk_type, f.String(Key::kChunkType));
     if (chunk_type == "zeros") {
       raw.chunk.zeros = true;
     } else if (!chunk_type.empty()) {
@@ -509,7 +624,7 @@ class TocBuilder {
   }
 
   // The inode a name stands for, following hard links to hard links.
-  Result<fuse::Ino> Resolve(const std::string& name, const std::string& referrer) {
+  Result<fuse::Ino> Resolve(std::string_view name, std::string_view referrer) {
     auto it = names_.find(name);
     if (it == names_.end()) {
       return Status::InvalidArgument("hard link " + Quote(referrer) + " points to " + Quote(name) +
@@ -521,11 +636,10 @@ class TocBuilder {
       return Status::InvalidArgument("hard link " + Quote(referrer) + " is part of a cycle");
     }
     n.resolving = true;
-    std::string target = hardlinks_[n.hardlink].target;
-    Result<fuse::Ino> ino = Resolve(target, name);
-    names_[name].resolving = false;
+    Result<fuse::Ino> ino = Resolve(hardlinks_[n.hardlink].target, it->first);
+    n.resolving = false;
     if (!ino.ok()) return ino.status();
-    names_[name].ino = *ino;
+    n.ino = *ino;
     return ino;
   }
 
@@ -539,7 +653,7 @@ class TocBuilder {
       }
       target.nlink++;
       AddChild(link.parent, BaseOf(link.name), ino);
-      names_[link.name].ino = ino;
+      names_.find(link.name)->second.ino = ino;
     }
     return Status::Ok();
   }
@@ -566,7 +680,7 @@ class TocBuilder {
 
   void FindLandmarks() {
     auto is_regular = [&](std::string_view name) -> const TocInode* {
-      auto it = names_.find(std::string(name));
+      auto it = names_.find(name);
       if (it == names_.end() || it->second.ino == 0) return nullptr;
       const TocInode& inode = toc_.inodes[it->second.ino - 1];
       return S_ISREG(inode.mode) ? &inode : nullptr;
@@ -581,54 +695,105 @@ class TocBuilder {
 
   const TocLimits limits_;
   Toc toc_;
-  std::unordered_map<std::string, Name> names_;
+  // The map from cleaned names (views into the document, or copies in arena_, see
+  // Stable) lives in an arena: a TOC has tens of thousands of names.
+  std::pmr::monotonic_buffer_resource arena_;
+  std::pmr::unordered_map<std::string_view, Name> names_{&arena_};
+  std::string name_buffer_;  // CleanName's output when it is not a view into the name
+  // EnsureDir's last answer: a directory stays one.
+  std::string_view last_dir_path_;
+  fuse::Ino last_dir_ino_ = 0;
   std::vector<Hardlink> hardlinks_;
   bool root_listed_ = false;
   // The regular file whose chunks are being listed.
   fuse::Ino regular_ = 0;
-  std::string regular_name_;
-  std::string regular_digest_;
+  std::string_view regular_name_;    // Stable
+  std::string_view regular_digest_;  // in the document
   std::vector<RawChunk> pending_;
 };
 
-Result<Toc> ParseTocJsonImpl(std::string_view text, BlobFormat format, uint64_t payload_end,
-                             const TocLimits& limits) {
+// The number of elements of `array`.
+size_t CountElements(simdjson::dom::array array) {
+  constexpr size_t kSaturated = 0xFFFFFF;  // where dom::array::size stops counting
+  size_t n = array.size();
+  if (n < kSaturated) return n;
+  n = 0;
+  for ([[maybe_unused]] simdjson::dom::element element : array) n++;
+  return n;
+}
+
+// ParseTocJson, for `text` followed by `readable_after` more bytes that may be read:
+// with kJsonPadding of them the parser reads `text` in place, else it copies it.
+Result<Toc> ParseTocJsonImpl(std::string_view text, size_t readable_after, BlobFormat format,
+                             uint64_t payload_end, const TocLimits& limits) {
   if (text.size() > limits.max_json_bytes) {
     return Status(Code::kResourceExhausted, "TOC JSON of " + std::to_string(text.size()) +
                                                 " bytes is over the limit of " +
                                                 std::to_string(limits.max_json_bytes));
   }
-  // A TOC nests four levels (document, entries, entry, xattrs); deeper is hostile.
-  auto limit_depth = [](int depth, Json::parse_event_t, Json&) {
-    if (depth > kMaxJsonDepth) throw std::length_error("TOC JSON nests too deeply");
-    return true;
-  };
-  Json doc;
-  try {
-    doc = Json::parse(text.begin(), text.end(), limit_depth);
-  } catch (const Json::parse_error& e) {
-    return Status::InvalidArgument(std::string("TOC is not valid JSON: ") + e.what());
-  } catch (const std::length_error& e) {
-    return Status::InvalidArgument(e.what());
+  // JSON may start with a UTF-8 byte order mark, which simdjson does not skip itself.
+  constexpr std::string_view kByteOrderMark = "\xEF\xBB\xBF";
+  if (text.starts_with(kByteOrderMark)) text.remove_prefix(kByteOrderMark.size());
+  // A TOC nests four levels (document, entries, entry, xattrs); deeper is hostile. The
+  // parser's depth counts a value inside the deepest container as one more level.
+  simdjson::dom::parser parser;
+  simdjson::error_code error = parser.allocate(text.size(), kMaxJsonDepth + 1);
+  simdjson::dom::element root;
+  if (error == simdjson::SUCCESS) {
+    const bool copy = readable_after < kJsonPadding;
+    error = parser.parse(text.data(), text.size(), copy).get(root);
   }
-  if (!doc.is_object()) return Status::InvalidArgument("TOC JSON is not an object");
-  auto version = doc.find("version");
-  if (version == doc.end() || !version->is_number_integer() || version->get<int64_t>() != 1) {
+  switch (error) {
+    case simdjson::SUCCESS:
+      break;
+    case simdjson::MEMALLOC:
+      return Status(Code::kResourceExhausted, "out of memory parsing the TOC");
+    case simdjson::DEPTH_ERROR:
+      return Status::InvalidArgument("TOC JSON nests too deeply");
+    default:
+      return Status::InvalidArgument(std::string("TOC is not valid JSON: ") +
+                                     simdjson::error_message(error));
+  }
+  simdjson::dom::object doc;
+  if (root.get_object().get(doc) != simdjson::SUCCESS) {
+    return Status::InvalidArgument("TOC JSON is not an object");
+  }
+  // Of a key given twice the last value counts, as in EntryFields.
+  std::optional<simdjson::dom::element> version;
+  std::optional<simdjson::dom::element> entries_value;
+  for (simdjson::dom::key_value_pair field : doc) {
+    if (field.key == "version") version = field.value;
+    if (field.key == "entries") entries_value = field.value;
+  }
+  if (!version || version->type() != simdjson::dom::element_type::INT64 ||
+      version->get_int64().value_unsafe() != 1) {
     return Status::InvalidArgument("TOC version is not 1");
   }
-  auto entries = doc.find("entries");
-  if (entries == doc.end() || !entries->is_array()) {
+  simdjson::dom::array entries;
+  if (!entries_value || entries_value->get_array().get(entries) != simdjson::SUCCESS) {
     return Status::InvalidArgument("TOC has no \"entries\" array");
   }
-  if (entries->size() > limits.max_entries) {
-    return Status::InvalidArgument("TOC has " + std::to_string(entries->size()) +
+  const size_t entry_count = CountElements(entries);
+  if (entry_count > limits.max_entries) {
+    return Status::InvalidArgument("TOC has " + std::to_string(entry_count) +
                                    " entries, over the limit of " +
                                    std::to_string(limits.max_entries));
   }
-  TocBuilder builder(format, payload_end, limits);
+  TocBuilder builder(format, payload_end, limits, entry_count);
   size_t index = 0;
-  for (const Json& entry : *entries) RETURN_IF_ERROR(builder.Add(entry, index++));
+  for (simdjson::dom::element entry : entries) RETURN_IF_ERROR(builder.Add(entry, index++));
   return builder.Finish();
+}
+
+Result<Toc> ParseTocJsonNoThrow(std::string_view text, size_t readable_after, BlobFormat format,
+                                uint64_t payload_end, const TocLimits& limits) {
+  try {
+    return ParseTocJsonImpl(text, readable_after, format, payload_end, limits);
+  } catch (const std::bad_alloc&) {
+    return Status(Code::kResourceExhausted, "out of memory parsing the TOC");
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(std::string("malformed TOC: ") + e.what());
+  }
 }
 
 }  // namespace
@@ -667,7 +832,9 @@ Result<std::string> DecompressToc(const Footer& footer, std::string_view compres
                                                 " bytes is over the limit of " +
                                                 std::to_string(max_json_bytes));
   }
-  std::string json(static_cast<size_t>(entry.size), '\0');
+  std::string json;
+  json.reserve(static_cast<size_t>(entry.size) + kJsonPadding);
+  json.resize(static_cast<size_t>(entry.size));
   size_t have = 0;
   while (have < json.size()) {
     Result<size_t> got = tar.Read(json.data() + have, json.size() - have);
@@ -680,13 +847,7 @@ Result<std::string> DecompressToc(const Footer& footer, std::string_view compres
 
 Result<Toc> ParseTocJson(std::string_view json, BlobFormat format, uint64_t payload_end,
                          const TocLimits& limits) {
-  try {
-    return ParseTocJsonImpl(json, format, payload_end, limits);
-  } catch (const std::bad_alloc&) {
-    return Status(Code::kResourceExhausted, "out of memory parsing the TOC");
-  } catch (const std::exception& e) {
-    return Status::InvalidArgument(std::string("malformed TOC: ") + e.what());
-  }
+  return ParseTocJsonNoThrow(json, 0, format, payload_end, limits);
 }
 
 Result<Toc> LoadToc(BlobReader& blob, const LoadTocOptions& options) {
@@ -730,7 +891,8 @@ Result<Toc> LoadToc(BlobReader& blob, const LoadTocOptions& options) {
               Status::DataLoss("TOC digest mismatch: TOC JSON of blob " + blob.digest() + " is " +
                                json_digest + ", the manifest says " + options.toc_digest);
         } else {
-          Result<Toc> toc = ParseTocJson(*json, footer.format, footer.payload_end, options.limits);
+          Result<Toc> toc = ParseTocJsonNoThrow(*json, json->capacity() - json->size(),
+                                                footer.format, footer.payload_end, options.limits);
           if (!toc.ok()) return toc.status().WithContext("blob " + blob.digest());
           toc->json_digest = std::move(json_digest);
           return toc;

@@ -114,11 +114,12 @@ Result<std::string> DecompressToc(const Footer& footer, std::string_view compres
 
 // Parses TOC JSON into an index. Names are cleaned ("./a//b/" is "a/b"); parents not
 // listed are created as directories (0755, root-owned). Refused with InvalidArgument,
-// the message naming the entry: malformed JSON or field types, version other than 1,
-// unknown types, absolute names or names with "..", duplicate names, a name under a
-// non-directory, hard links to missing names, directories or in a cycle, chunks that
-// do not cover their file exactly or point outside [0, payload_end), chunks without a
-// digest (a single-chunk file may use the file's "digest"), sizes over `limits`.
+// the message naming the entry: malformed JSON (integers beyond 64 bits included) or
+// field types, version other than 1, unknown types, absolute names or names with "..",
+// duplicate names, a name under a non-directory, hard links to missing names,
+// directories or in a cycle, chunks that do not cover their file exactly or point
+// outside [0, payload_end), chunks without a digest (a single-chunk file may use the
+// file's "digest"), sizes over `limits`.
 Result<Toc> ParseTocJson(std::string_view json, BlobFormat format, uint64_t payload_end,
                          const TocLimits& limits = {});
 

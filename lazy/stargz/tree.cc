@@ -96,6 +96,16 @@ void StargzTree::PresentForOverlay() {
   for (size_t i = 0; i < listed; i++) {
     if (!S_ISDIR(toc_.inodes[i].mode)) continue;
     const fuse::Ino dir = i + 1;
+    auto needs_rewrite = [&](const TocDirent& child) {
+      return StartsWith(child.name, kWhiteoutPrefix) ||
+             (dir == fuse::kRootIno &&
+              (child.name == kPrefetchLandmark || child.name == kNoPrefetchLandmark));
+    };
+    // Most directories have nothing to rewrite, and a Toc's children come sorted.
+    if (std::none_of(toc_.inodes[i].children.begin(), toc_.inodes[i].children.end(),
+                     needs_rewrite)) {
+      continue;
+    }
     std::vector<TocDirent> children = std::move(toc_.inodes[i].children);
     std::unordered_set<std::string_view> real_names;
     for (const TocDirent& child : children) {
