@@ -51,48 +51,7 @@ start_peer() {
 start_peer
 
 # containerd with a private root, state and sockets, and the peer as proxy plugin.
-mkdir -p "$E2E_DIR/containerd"
-CONTAINERD_SOCK="$E2E_DIR/containerd/containerd.sock"
-cat >"$E2E_DIR/containerd/config.toml" <<EOF
-version = 2
-root = "$E2E_DIR/containerd/root"
-state = "$E2E_DIR/containerd/state"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "$CONTAINERD_SOCK"
-
-[ttrpc]
-  address = "$E2E_DIR/containerd/containerd.sock.ttrpc"
-
-[debug]
-  address = ""
-  level = "info"
-
-[metrics]
-  address = ""
-
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = "$E2E_DIR/containerd/opt"
-
-[proxy_plugins]
-  [proxy_plugins.stargz]
-    type = "snapshot"
-    address = "$PEER_SOCK"
-EOF
-containerd --config "$E2E_DIR/containerd/config.toml" >"$E2E_DIR/containerd.log" 2>&1 &
-CONTAINERD_PID=$!
-wait_while_alive "$CONTAINERD_PID" 30 ctr --address "$CONTAINERD_SOCK" version ||
-  die "containerd did not start"
+start_containerd stargz "$PEER_SOCK"
 
 check "the proxy plugin answers: ctr snapshots --snapshotter stargz ls" \
   ctr_ snapshots --snapshotter stargz ls

@@ -200,10 +200,11 @@ start_stratad() {
 # ctr_ ARGS...: ctr against our containerd, in our namespace.
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace "$CTR_NAMESPACE" "$@"; }
 
-# write_containerd_config FILE: version 2 config with private paths, the
-# plugins this test does not need disabled, and stratad as proxy snapshotter
-# "strata".
+# write_containerd_config FILE [PLUGIN ADDRESS]: version 2 config with private
+# paths, the plugins this test does not need disabled, and a proxy snapshotter:
+# PLUGIN (default "strata") served at ADDRESS (default $STRATAD_SOCK).
 write_containerd_config() {
+  local plugin="${2:-strata}" address="${3:-$STRATAD_SOCK}"
   cat >"$1" <<EOF
 version = 2
 root = "$E2E_DIR/containerd/root"
@@ -236,18 +237,18 @@ disabled_plugins = [
     path = "$E2E_DIR/containerd/opt"
 
 [proxy_plugins]
-  [proxy_plugins.strata]
+  [proxy_plugins.$plugin]
     type = "snapshot"
-    address = "$STRATAD_SOCK"
+    address = "$address"
 EOF
 }
 
-# start_containerd: starts containerd with private root, state, sockets and
-# config, and waits until it answers.
+# start_containerd [PLUGIN ADDRESS]: starts containerd with private root, state,
+# sockets and config (write_containerd_config), and waits until it answers.
 start_containerd() {
   mkdir -p "$E2E_DIR/containerd"
   CONTAINERD_SOCK="$E2E_DIR/containerd/containerd.sock"
-  write_containerd_config "$E2E_DIR/containerd/config.toml"
+  write_containerd_config "$E2E_DIR/containerd/config.toml" "$@"
   containerd --config "$E2E_DIR/containerd/config.toml" >"$E2E_DIR/containerd.log" 2>&1 &
   CONTAINERD_PID=$!
   log "containerd pid $CONTAINERD_PID, socket $CONTAINERD_SOCK"
