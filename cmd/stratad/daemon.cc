@@ -18,7 +18,6 @@
 
 #include "core/fs.h"
 #include "core/lock_file.h"
-#include "fuse/mounts.h"
 #include "fuse/session_keeper.h"
 #include "lazy/engine.h"
 #include "lazy/fuse_metrics.h"
@@ -155,14 +154,9 @@ Result<LazyServices> StartLazy(const DaemonConfig& config, registry::Client* reg
     spdlog::info("lazy metrics at http://{}/metrics (port {})", config.lazy_metrics_address,
                  lazy.metrics->port());
   }
-  // Layers mounted by an earlier run: sessions the keeper held are served again; other
-  // mounts of a crashed run are dead: detach them.
-  auto stale = fuse::ListFuseMounts(config.root + "/snapshots");
-  if (stale.ok()) {
-    for (const auto& m : *stale) {
-      if (inherited.count(m.mount_point) == 0) (void)fuse::RecoverStaleMount(m.mount_point);
-    }
-  }
+  // Layers mounted by an earlier run: sessions the keeper held are served again, dead
+  // mounts of a crashed run are detached by the source's Mount (and those of removed
+  // snapshots by the overlay's orphan cleanup).
   lazy.stargz->Inherit(std::move(inherited));
   ASSIGN_OR_RETURN(int restored, overlay->RestoreRemoteLayers());
   if (restored > 0) spdlog::info("serving {} lazy layers of the last run again", restored);
