@@ -39,6 +39,8 @@ if [[ $# -ne 1 ]]; then
   exit 2
 fi
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../tests/e2e/oci_lib.sh
+source "$here/../tests/e2e/oci_lib.sh"
 build_dir=$(realpath "$1")
 stratad="$build_dir/stratad"
 strata="$build_dir/strata"
@@ -143,7 +145,7 @@ app_cmd=(python3 -c 'import json, sqlite3, decimal, email.parser, http.client, x
 build_image() {
   local out="$1" work="$1.work"
   rm -rf "$work" "$out"
-  mkdir -p "$work/l1/bin" "$work/l1/tmp" "$work/l1/etc" "$work/l2" "$work/l3/usr/share" "$out/blobs/sha256"
+  mkdir -p "$work/l1/bin" "$work/l1/tmp" "$work/l1/etc" "$work/l2" "$work/l3/usr/share"
   # Base: busybox, the loader, and the libraries of python3.11 and its extension modules.
   cp "$(command -v busybox)" "$work/l1/bin/busybox"
   for a in sh ls cat; do ln -s busybox "$work/l1/bin/$a"; done
@@ -167,32 +169,7 @@ build_image() {
   cp -a /usr/lib/python3/dist-packages "$work/l2/usr/lib/python3/"
   # Data nobody reads at start.
   cp -a /usr/share/doc "$work/l3/usr/share/"
-  local i layers="[]" diffs=() d s hex
-  for i in 1 2 3; do
-    tar --numeric-owner -C "$work/l$i" -cf "$work/l$i.tar" .
-    diffs+=("sha256:$(sha256sum "$work/l$i.tar" | cut -d' ' -f1)")
-    gzip -n -6 "$work/l$i.tar"
-    hex=$(sha256sum "$work/l$i.tar.gz" | cut -d' ' -f1)
-    s=$(stat -c %s "$work/l$i.tar.gz")
-    mv "$work/l$i.tar.gz" "$out/blobs/sha256/$hex"
-    layers=$(jq -c --arg d "sha256:$hex" --argjson s "$s" \
-      '. + [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $d, size: $s}]' <<<"$layers")
-  done
-  put() { hex=$(sha256sum "$1" | cut -d' ' -f1); s=$(stat -c %s "$1"); mv "$1" "$out/blobs/sha256/$hex"; echo "sha256:$hex $s"; }
-  jq -n -c --arg arch "$(dpkg --print-architecture)" --args '{architecture: $arch, os: "linux",
-      config: {Env: ["PATH=/usr/bin:/bin"], Cmd: ["/bin/sh"], WorkingDir: "/"},
-      rootfs: {type: "layers", diff_ids: $ARGS.positional}}' "${diffs[@]}" >"$work/config.json"
-  read -r cd cs < <(put "$work/config.json")
-  jq -n -c --arg cd "$cd" --argjson cs "$cs" --argjson layers "$layers" '{schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
-      config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $cd, size: $cs},
-      layers: $layers}' >"$work/manifest.json"
-  read -r md ms < <(put "$work/manifest.json")
-  jq -n -c --arg md "$md" --argjson ms "$ms" '{schemaVersion: 2, manifests: [{
-      mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $md, size: $ms,
-      annotations: {"io.containerd.image.name": "bench.local/python-app:gzip",
-                    "org.opencontainers.image.ref.name": "gzip"}}]}' >"$out/index.json"
-  echo '{"imageLayoutVersion":"1.0.0"}' >"$out/oci-layout"
+  oci_layout_from_dirs "$out" bench.local/python-app:gzip gzip "$work/l1" "$work/l2" "$work/l3"
   rm -rf "$work"
 }
 

@@ -10,6 +10,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 source "$HERE/registry_lib.sh"
+source "$HERE/oci_lib.sh"
 
 STRATAD=$(realpath "$1")
 STRATA=$(realpath "$2")
@@ -68,38 +69,8 @@ ln "$B/l2/data/small.txt" "$B/l2/data/small.link"
 ln -s big-1.bin "$B/l2/data/big.symlink"
 
 OCI="$E2E_DIR/oci"
-mkdir -p "$OCI/blobs/sha256"
-put_blob() {  # FILE -> "digest size"
-  local d
-  d=$(sha256_of "$1")
-  cp "$1" "$OCI/blobs/sha256/$d"
-  echo "sha256:$d $(stat -c %s "$1")"
-}
-layers="[]" diffs=()
-for l in l1 l2; do
-  tar --numeric-owner --owner=0 --group=0 -C "$B/$l" -cf "$B/$l.tar" .
-  diffs+=("sha256:$(sha256_of "$B/$l.tar")")
-  gzip -n -1 "$B/$l.tar"
-  read -r d s < <(put_blob "$B/$l.tar.gz")
-  layers=$(jq -c --arg d "$d" --argjson s "$s" \
-    '. + [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $d, size: $s}]' <<<"$layers")
-done
-arch=$(dpkg --print-architecture)
-jq -n -c --arg arch "$arch" --args '{architecture: $arch, os: "linux",
-    config: {Env: ["PATH=/bin"], Cmd: ["/bin/sh"], WorkingDir: "/"},
-    rootfs: {type: "layers", diff_ids: $ARGS.positional}}' "${diffs[@]}" >"$B/config.json"
-read -r cd cs < <(put_blob "$B/config.json")
-jq -n -c --arg cd "$cd" --argjson cs "$cs" --argjson layers "$layers" '{schemaVersion: 2,
-    mediaType: "application/vnd.oci.image.manifest.v1+json",
-    config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $cd, size: $cs},
-    layers: $layers}' >"$B/manifest.json"
-read -r md ms < <(put_blob "$B/manifest.json")
 SRC="$REG/strata/lazy:gzip"
-jq -n -c --arg md "$md" --argjson ms "$ms" --arg name "$SRC" '{schemaVersion: 2,
-    manifests: [{mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $md, size: $ms,
-      annotations: {"io.containerd.image.name": $name, "org.opencontainers.image.ref.name": "gzip"}}]}' \
-  >"$OCI/index.json"
-echo '{"imageLayoutVersion":"1.0.0"}' >"$OCI/oci-layout"
+oci_layout_from_dirs "$OCI" "$SRC" gzip "$B/l1" "$B/l2"
 tar -C "$OCI" -cf "$E2E_DIR/image.tar" .
 
 # Convert in a namespace of its own and push both images to the registry.
