@@ -14,6 +14,7 @@
 #include "core/digest.h"
 #include "core/fs.h"
 #include "core/quote.h"
+#include "lazy/stargz/toc.h"
 #include "transfer/byte_source.h"
 #include "transfer/content_source.h"
 #include "transfer/decompress.h"
@@ -34,16 +35,6 @@ constexpr auto kWaitForOtherPull = std::chrono::hours(1);
 // How long a pull's blobs and half-made snapshots are kept from the garbage collector
 // before the image record refers to them.
 constexpr auto kPullProtection = std::chrono::hours(6);
-
-// Whether a lazy source may serve `layer`: it says where its eStargz TOC is.
-bool IsLazyCapable(const registry::Descriptor& layer) {
-  for (const char* key : {"containerd.io/snapshot/stargz/toc.digest",
-                          "io.github.containers.zstd-chunked.manifest-checksum",
-                          "io.containers.zstd-chunked.manifest-checksum"}) {
-    if (layer.annotations.count(key) > 0) return true;
-  }
-  return false;
-}
 
 // A key for the active snapshot a layer is unpacked into; unique per attempt.
 std::string ExtractKey(const std::string& chain_id) {
@@ -362,7 +353,7 @@ Result<Image> Puller::Pull(const PullRequest& request, const ProgressSink& sink)
     job.snapshotter = snapshotter;
     job.snaps = snapshots_->ForName(snapshotter);
     job.unpack = request.unpack;
-    job.lazy = request.unpack && request.lazy && IsLazyCapable(job.layer);
+    job.lazy = request.unpack && request.lazy && lazy::stargz::HasTocAnnotation(job.layer.annotations);
     job.cancelled = &cancelled;
   }
   if (request.unpack) {

@@ -101,9 +101,7 @@ Result<std::shared_ptr<StargzSource::Layer>> StargzSource::OpenLayer(
 }
 
 Status StargzSource::Mount(const snapshotter::RemoteLayer& remote, const std::string& mountpoint) {
-  if (Label(remote, kTocDigestAnnotation).empty() &&
-      Label(remote, kZstdChunkedManifestChecksumAnnotation).empty() &&
-      Label(remote, kLegacyZstdChunkedManifestChecksumAnnotation).empty()) {
+  if (!HasTocAnnotation(remote.labels)) {
     return Status::FailedPrecondition("layer " + remote.layer_digest + " of " + remote.image_ref +
                                       " has no " + std::string(kTocDigestAnnotation) +
                                       " annotation: not an eStargz layer");

@@ -907,4 +907,13 @@ Result<Toc> LoadToc(BlobReader& blob, const LoadTocOptions& options) {
   return last;
 }
 
+bool HasTocAnnotation(const std::map<std::string, std::string>& annotations) {
+  for (std::string_view key : {kTocDigestAnnotation, kZstdChunkedManifestChecksumAnnotation,
+                               kLegacyZstdChunkedManifestChecksumAnnotation}) {
+    auto it = annotations.find(std::string(key));
+    if (it != annotations.end() && !it->second.empty()) return true;
+  }
+  return false;
+}
+
 }  // namespace strata::lazy::stargz

@@ -45,6 +45,11 @@ inline constexpr std::string_view kTocTarName = "stargz.index.json";
 inline constexpr std::string_view kPrefetchLandmark = ".prefetch.landmark";
 inline constexpr std::string_view kNoPrefetchLandmark = ".no.prefetch.landmark";
 
+// Whether layer annotations (or remote-snapshot labels, which carry them) say where
+// the layer's TOC is and how to verify it: a non-empty kTocDigestAnnotation or
+// zstd:chunked manifest checksum. Only such layers are served lazily.
+bool HasTocAnnotation(const std::map<std::string, std::string>& annotations);
+
 // One piece of a regular file's content.
 struct TocChunk {
   uint64_t file_offset = 0;   // chunkOffset: where the piece starts in the file
