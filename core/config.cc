@@ -180,6 +180,30 @@ Status LoadSection(const std::string& path, const std::string& section, const to
     } else if (section == "transfer" && key == "max_concurrent_downloads") {
       ASSIGN_OR_RETURN(int64_t v, int_of(key, node, 1, 64));
       config.transfer_max_concurrent_downloads = static_cast<int>(v);
+    } else if (section == "runtime" && key == "default_runtime") {
+      ASSIGN_OR_RETURN(config.runtime_default, string_of(key, node));
+      if (config.runtime_default.empty()) return Status::InvalidArgument(where(key) + " must not be empty");
+    } else if (section == "runtime" && key == "cgroup_parent") {
+      ASSIGN_OR_RETURN(config.runtime_cgroup_parent, string_of(key, node));
+      if (config.runtime_cgroup_parent.empty() ||
+          config.runtime_cgroup_parent.find("..") != std::string::npos) {
+        return Status::InvalidArgument(where(key) + " must be a non-empty cgroup name without \"..\"");
+      }
+    } else if (section == "runtime" && key == "userns_auto_first_id") {
+      ASSIGN_OR_RETURN(int64_t v, int_of(key, node, 1, 4294967295LL - 65536));
+      config.runtime_userns_auto_first = static_cast<uint32_t>(v);
+    } else if (section == "runtime" && key == "userns_auto_ranges") {
+      ASSIGN_OR_RETURN(int64_t v, int_of(key, node, 1, 65535));
+      config.runtime_userns_auto_count = static_cast<uint32_t>(v);
+    } else if (section == "runtime" && key == "cdi_spec_dirs") {
+      auto* array = node.as_array();
+      if (array == nullptr) return Status::InvalidArgument(where(key) + " must be an array of strings");
+      config.runtime_cdi_spec_dirs.clear();
+      for (const auto& item : *array) {
+        auto v = item.value<std::string>();
+        if (!v) return Status::InvalidArgument(where(key) + " must be an array of strings");
+        config.runtime_cdi_spec_dirs.push_back(*v);
+      }
     } else if (section == "image_verifier" && key == "bin_dir") {
       ASSIGN_OR_RETURN(config.verifier_bin_dir, string_of(key, node));
     } else if (section == "image_verifier" && key == "max_verifiers") {
@@ -229,7 +253,7 @@ Status LoadConfigFile(const std::string& path, DaemonConfig& config) {
       if (!v) return bad_type(key, "boolean");
       config.background_cleanup = *v;
     } else if ((key == "registry" || key == "transfer" || key == "image_verifier" ||
-                key == "lazy") &&
+                key == "lazy" || key == "runtime") &&
                node.is_table()) {
       RETURN_IF_ERROR(LoadSection(path, key, *node.as_table(), config));
     } else {

@@ -40,6 +40,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 
@@ -75,6 +76,13 @@ struct DaemonConfig {
   bool lazy_background_fetch = true;
   std::string lazy_metrics_address;
   int64_t lazy_restart_grace_ms = 300000;
+
+  // [runtime]: tasks run by `strata run`.
+  std::string runtime_default = "runc";
+  std::string runtime_cgroup_parent = "strata";
+  uint32_t runtime_userns_auto_first = 1u << 30;  // --userns=auto ranges of 65536 ids
+  uint32_t runtime_userns_auto_count = 16384;
+  std::vector<std::string> runtime_cdi_spec_dirs = {"/etc/cdi", "/var/run/cdi"};
 };
 
 // Parses a duration such as "500ms", "10s", "2m", "1h" (or "1m30s") into milliseconds.

@@ -18,6 +18,7 @@ constexpr char kSnapshotsFamily[] = "snapshots";
 constexpr char kChildrenFamily[] = "snapshot_children";
 constexpr char kContentFamily[] = "content";
 constexpr char kImagesFamily[] = "images";
+constexpr char kTasksFamily[] = "tasks";
 constexpr char kSchemaVersionKey[] = "schema_version";
 constexpr char kNextSnapshotIdKey[] = "next_snapshot_id";
 
@@ -213,6 +214,12 @@ void Batch::DeleteImage(const std::string& name) {
   ops_.push_back({Table::kImages, true, name, ""});
 }
 
+void Batch::PutTask(const std::string& id, const std::string& encoded) {
+  ops_.push_back({Table::kTasks, false, id, encoded});
+}
+
+void Batch::DeleteTask(const std::string& id) { ops_.push_back({Table::kTasks, true, id, ""}); }
+
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   RETURN_IF_ERROR(fs::MakeDirs(path, 0700).WithContext("metadata store"));
   std::unique_ptr<Store> store(new Store());
@@ -236,7 +243,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   if (!ls.ok()) families = {rocksdb::kDefaultColumnFamilyName};
   // Families this version added to schema 1 are created here when missing.
   for (const char* name :
-       {kMetaFamily, kSnapshotsFamily, kChildrenFamily, kContentFamily, kImagesFamily}) {
+       {kMetaFamily, kSnapshotsFamily, kChildrenFamily, kContentFamily, kImagesFamily,
+        kTasksFamily}) {
     if (std::find(families.begin(), families.end(), name) == families.end()) {
       families.emplace_back(name);
     }
@@ -262,6 +270,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
     if (families[i] == kChildrenFamily) store->children_ = store->handles_[i];
     if (families[i] == kContentFamily) store->content_ = store->handles_[i];
     if (families[i] == kImagesFamily) store->images_ = store->handles_[i];
+    if (families[i] == kTasksFamily) store->tasks_ = store->handles_[i];
   }
 
   std::string version;
@@ -310,6 +319,8 @@ rocksdb::ColumnFamilyHandle* Store::FamilyOf(Batch::Table table) const {
       return content_;
     case Batch::Table::kImages:
       return images_;
+    case Batch::Table::kTasks:
+      return tasks_;
   }
   return nullptr;
 }
@@ -433,6 +444,16 @@ Result<std::vector<ImageRecord>> Store::LoadImages() const {
     out.push_back(std::move(r));
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan images", path_));
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> Store::LoadTasks() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), tasks_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    out.emplace_back(it->key().ToString(), it->value().ToString());
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan tasks", path_));
   return out;
 }
 

@@ -8,6 +8,8 @@
 //                      parent->children index
 //   content            digest ("sha256:<hex>") -> ContentRecord: committed blobs
 //   images             image name -> ImageRecord
+//   tasks              task id -> the runtime bridge's encoded task record (its schema
+//                      is runtime-bridge/task_record.proto, owned by that module)
 //
 // Families are added without a schema change: a store written before a family existed
 // simply gets it (empty) at the next Open. The schema version only moves when the
@@ -32,6 +34,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -116,12 +119,15 @@ class Batch {
   void DeleteContent(const std::string& digest);
   void PutImage(const ImageRecord& record);
   void DeleteImage(const std::string& name);
+  // `encoded` is opaque to the store (runtime-bridge/task_store.h encodes it).
+  void PutTask(const std::string& id, const std::string& encoded);
+  void DeleteTask(const std::string& id);
 
  private:
   friend class Store;
   // Column families are the Store's, so operations are recorded here and turned into
   // a RocksDB write batch by Store::Apply.
-  enum class Table { kMeta, kSnapshots, kChildren, kContent, kImages };
+  enum class Table { kMeta, kSnapshots, kChildren, kContent, kImages, kTasks };
   struct Op {
     Table table;
     bool erase;  // delete `key`; otherwise put `value` under it
@@ -167,6 +173,8 @@ class Store {
   Result<ImageRecord> GetImage(const std::string& name) const;
   // Reads every image record, in name order.
   Result<std::vector<ImageRecord>> LoadImages() const;
+  // Reads every task as (id, encoded record), in id order.
+  Result<std::vector<std::pair<std::string, std::string>>> LoadTasks() const;
   // The persisted next snapshot id (1 for a new store).
   Result<uint64_t> NextSnapshotId() const;
   uint32_t schema_version() const { return schema_version_; }
@@ -185,6 +193,7 @@ class Store {
   rocksdb::ColumnFamilyHandle* children_ = nullptr;
   rocksdb::ColumnFamilyHandle* content_ = nullptr;
   rocksdb::ColumnFamilyHandle* images_ = nullptr;
+  rocksdb::ColumnFamilyHandle* tasks_ = nullptr;
 
   std::mutex write_mu_;
   std::atomic<uint64_t> written_{0};

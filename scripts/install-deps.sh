@@ -29,9 +29,9 @@ PACKAGES=(
   librocksdb-dev libssl-dev libtomlplusplus-dev libcli11-dev libspdlog-dev nlohmann-json3-dev
   libcurl4-openssl-dev libisal-dev libzstd-dev zlib1g-dev libsimdjson-dev
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
-  libfuse3-dev fuse3
+  libfuse3-dev fuse3 libyaml-cpp-dev
   # real components used by the tests and the benchmarks
-  containerd runc busybox-static jq docker-registry skopeo umoci apache2-utils zstd attr pigz isal
+  containerd runc crun runsc busybox-static jq docker-registry skopeo umoci apache2-utils zstd attr pigz isal
   # ctr-remote: the converter whose eStargz and zstd:chunked layers the stargz interop test reads
   stargz-snapshotter
 )

@@ -12,11 +12,6 @@
 
 namespace strata::transfer {
 
-void UniqueFd::Reset() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
-
 Result<std::string> CleanArchivePath(std::string_view path) {
   if (path.empty()) return Status::InvalidArgument("empty entry name");
   if (path[0] == '/') {

@@ -9,6 +9,7 @@
 #include "cmd/strata/mount_commands.h"
 #include "cmd/strata/output.h"
 #include "cmd/strata/snapshot_commands.h"
+#include "cmd/strata/task_commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"strata: client of the strata container storage service"};
@@ -39,12 +40,17 @@ int main(int argc, char** argv) {
   strata::cli::AddSnapshotCommands(app, ctx, run);
   strata::cli::AddImageCommands(app, ctx, run);
   strata::cli::AddMountCommands(app, ctx, run);
+  strata::cli::AddTaskCommands(app, ctx, run);
   if (argc >= 2 && std::string(argv[1]) == "--version") {
     std::cout << "strata " << STRATA_VERSION << "\n";
     return 0;
   }
+  // The container command of `run`/`exec` is not ours to parse (task_commands.h).
+  std::vector<std::string> args(argv, argv + argc);
+  strata::cli::SetContainerCommand(strata::cli::SplitContainerCommand(args));
+  std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);  // CLI11 wants them reversed
   try {
-    app.parse(argc, argv);
+    app.parse(reversed);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -15,6 +15,8 @@
 #include <map>
 #include <chrono>
 #include <cstring>
+#include <thread>
+#include <atomic>
 
 #include "core/fs.h"
 #include "core/lock_file.h"
@@ -25,6 +27,8 @@
 #include "lazy/stargz/layer_source.h"
 #include "metadata/store.h"
 #include "registry/client.h"
+#include "runtime-bridge/tasks.h"
+#include "runtime-bridge/tasks_service.h"
 #include "snapshotter/overlay.h"
 #include "snapshotter/service.h"
 #include "transfer/content_store.h"
@@ -89,6 +93,17 @@ Status SetSocketPermissions(const DaemonConfig& config) {
   return Status::Ok();
 }
 
+// The path of this binary, to start it in another mode (FUSE keeper, task shim).
+std::string SelfExe() {
+  char exe[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  std::string self = n > 0 ? std::string(exe, static_cast<size_t>(n)) : "/proc/self/exe";
+  if (self.size() > 10 && self.compare(self.size() - 10, 10, " (deleted)") == 0) {
+    self = "/proc/self/exe";  // upgraded under our feet: run the binary we are
+  }
+  return self;
+}
+
 // Lazy pulling: the engine, the formats it serves and the metrics endpoint.
 struct LazyServices {
   std::unique_ptr<fuse::SessionKeeperClient> keeper;  // null: mounts end with the daemon
@@ -118,12 +133,7 @@ Result<LazyServices> StartLazy(const DaemonConfig& config, registry::Client* reg
   // again (fuse/session_keeper.h).
   std::map<std::string, int> inherited;
   if (config.lazy_restart_grace_ms > 0) {
-    char exe[PATH_MAX];
-    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    std::string self = n > 0 ? std::string(exe, static_cast<size_t>(n)) : "/proc/self/exe";
-    if (self.size() > 10 && self.compare(self.size() - 10, 10, " (deleted)") == 0) {
-      self = "/proc/self/exe";  // upgraded under our feet: run the binary we are
-    }
+    std::string self = SelfExe();
     lazy.keeper = std::make_unique<fuse::SessionKeeperClient>(
         config.root + "/fuse-keeper.sock", std::vector<std::string>{self},
         std::chrono::milliseconds(config.lazy_restart_grace_ms));
@@ -205,10 +215,41 @@ Status RunDaemon(const DaemonConfig& config) {
   transfer_deps.puller = &puller;
   transfer_deps.gc_snapshotters = {config.transfer_snapshotter};
 
+  // Tasks (runtime-bridge): containers run by `strata run`.
+  runtime::TaskManagerOptions task_options;
+  task_options.root = config.root;
+  task_options.snapshotter = config.transfer_snapshotter;
+  task_options.default_runtime = config.runtime_default;
+  task_options.shim_command = {SelfExe(), "--task-shim"};
+  task_options.userns_auto_first = config.runtime_userns_auto_first;
+  task_options.userns_auto_count = config.runtime_userns_auto_count;
+  task_options.cgroup_parent = config.runtime_cgroup_parent;
+  task_options.cdi_spec_dirs = config.runtime_cdi_spec_dirs;
+  ASSIGN_OR_RETURN(auto tasks, runtime::TaskManager::Open(task_options, store.get(), overlay.get(),
+                                                          images.get(), &puller));
+  std::atomic<bool> stopping{false};
+  std::thread task_ticker([&] {
+    while (!stopping.load()) {
+      tasks->Tick();
+      for (int i = 0; i < 5 && !stopping.load(); i++) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  });
+  struct JoinTicker {
+    std::atomic<bool>& stopping;
+    std::thread& thread;
+    ~JoinTicker() {
+      stopping = true;
+      if (thread.joinable()) thread.join();
+    }
+  } join_ticker{stopping, task_ticker};
+
   RETURN_IF_ERROR(PrepareSocketPath(config.address));
   auto snapshots = snapshotter::NewSnapshotsService(overlay.get());
   auto images_service = transfer::NewImagesService(transfer_deps);
   auto content_service = transfer::NewContentService(transfer_deps);
+  auto tasks_service = runtime::NewTasksService(tasks.get());
   auto admin = snapshotter::NewAdminService(overlay.get(),
                                             {STRATA_VERSION, config.root, store->schema_version(),
                                              config.transfer_snapshotter});
@@ -224,6 +265,7 @@ Status RunDaemon(const DaemonConfig& config) {
   builder.RegisterService(admin.get());
   builder.RegisterService(images_service.get());
   builder.RegisterService(content_service.get());
+  builder.RegisterService(tasks_service.get());
   // The socket is created with the process umask; tighten it before it is bound.
   mode_t old_umask = ::umask(0177);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -242,6 +284,8 @@ Status RunDaemon(const DaemonConfig& config) {
   spdlog::info("received signal {}, shutting down", sig);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   server->Wait();
+  stopping = true;
+  task_ticker.join();
   // The overlay unmounts its lazy layers, then the sources and the engine can go.
   RETURN_IF_ERROR(overlay->Close());
   if (lazy.keeper != nullptr && !lazy.stargz->Mounts().empty()) {

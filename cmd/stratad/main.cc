@@ -13,12 +13,22 @@
 #include "cmd/stratad/daemon.h"
 #include "core/config.h"
 #include "fuse/session_keeper.h"
+#include "runtime-bridge/shim.h"
 
 int main(int argc, char** argv) {
   // The FUSE session keeper (fuse/session_keeper.h) is this binary in another mode.
   if (argc == 4 && std::string(argv[1]) == "--fuse-keeper") {
     return strata::fuse::RunSessionKeeper(argv[2],
                                           std::chrono::milliseconds(std::atoll(argv[3])));
+  }
+  // A task's supervisor (runtime-bridge/shim.h) too; its status pipe is fd 3.
+  if (argc == 3 && std::string(argv[1]) == "--task-shim") {
+    auto options = strata::runtime::DecodeShimOptions(argv[2]);
+    if (!options.ok()) {
+      std::fprintf(stderr, "stratad --task-shim: %s\n", options.status().message().c_str());
+      return 2;
+    }
+    return strata::runtime::RunShim(*options, 3);
   }
   // Block termination signals before any thread starts; RunDaemon waits for them.
   sigset_t signals;
@@ -30,7 +40,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"stratad: container snapshot and lazy-pull service"};
   std::string config_path, root, address, log_level, socket_mode, socket_group;
-  std::string registry_config_path, verifier_bin_dir, metrics_address;
+  std::string registry_config_path, verifier_bin_dir, metrics_address, default_runtime;
   bool no_lazy = false;
   bool no_background_cleanup = false;
   app.add_option("--config", config_path, "TOML configuration file");
@@ -48,6 +58,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-lazy", no_lazy, "unpack every layer; never serve layers lazily");
   app.add_option("--metrics-address", metrics_address,
                  "HOST:PORT of the lazy engine's Prometheus endpoint (default: none)");
+  app.add_option("--default-runtime", default_runtime,
+                 "OCI runtime of `strata run` without --runtime: runc, crun, runsc or a path");
   bool show_version = false;
   app.add_flag("--version", show_version, "print the version and exit");
   CLI11_PARSE(app, argc, argv);
@@ -73,6 +85,7 @@ int main(int argc, char** argv) {
   if (!verifier_bin_dir.empty()) config.verifier_bin_dir = verifier_bin_dir;
   if (!metrics_address.empty()) config.lazy_metrics_address = metrics_address;
   if (no_lazy) config.lazy_enabled = false;
+  if (!default_runtime.empty()) config.runtime_default = default_runtime;
   if (!socket_mode.empty()) {
     auto mode = strata::ParseOctalMode(socket_mode);
     if (!mode.ok()) {

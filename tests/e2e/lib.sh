@@ -288,6 +288,31 @@ cleanup_containerd_objects() {
   done
 }
 
+# Removes every task stratad runs (`strata run`), and any container or task supervisor
+# of ours that outlived it, found by our own root and directory.
+cleanup_strata_tasks() {
+  [[ -n "$STRATAD_ROOT" ]] || return 0
+  local id
+  if kill -0 "$STRATAD_PID" 2>/dev/null; then
+    for id in $(strata_ ps -a -q 2>/dev/null); do strata_ rm -f "$id" >/dev/null 2>&1 || true; done
+  fi
+  local state runtime
+  for state in "$STRATAD_ROOT"/runtime/*; do
+    [[ -d "$state" ]] || continue
+    runtime=$(basename "$state")
+    command -v "$runtime" >/dev/null || continue
+    for id in $("$runtime" --root "$state" list -q 2>/dev/null); do
+      "$runtime" --root "$state" delete --force "$id" >/dev/null 2>&1 || true
+    done
+  done
+  local pid
+  for pid in $(pgrep -f -- "--task-shim" 2>/dev/null); do
+    grep -qF "$STRATAD_ROOT" "/proc/$pid/cmdline" 2>/dev/null || continue
+    log "stopping leftover task supervisor pid $pid"
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
 # Mount points under $E2E_DIR, deepest first.
 mounts_under_e2e_dir() {
   [[ -n "$E2E_DIR" ]] || return 0
@@ -307,6 +332,7 @@ e2e_cleanup() {
     print_summary
   fi
   cleanup_containerd_objects
+  cleanup_strata_tasks
   stop_pid "$CONTAINERD_PID" containerd
   local pid
   for pid in $(our_shim_pids); do

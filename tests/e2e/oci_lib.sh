@@ -5,6 +5,8 @@
 # /usr/local/bin:/usr/bin:/bin, and an index entry annotated with IMAGE_NAME
 # (io.containerd.image.name, what `ctr images import` calls it) and TAG
 # (org.opencontainers.image.ref.name). Used by the e2e tests and the benchmarks.
+# OCI_CONFIG_PATCH, when set, is a jq filter applied to the image's "config" object
+# (e.g. '.User = "app" | .WorkingDir = "/srv"').
 oci_layout_from_dirs() {
   local layout="$1" name="$2" tag="$3"
   shift 3
@@ -32,7 +34,8 @@ oci_layout_from_dirs() {
   done
   jq -n -c --arg arch "$(dpkg --print-architecture)" --args '{architecture: $arch, os: "linux",
       config: {Env: ["PATH=/usr/local/bin:/usr/bin:/bin"], Cmd: ["/bin/sh"], WorkingDir: "/"},
-      rootfs: {type: "layers", diff_ids: $ARGS.positional}}' "${diffs[@]}" >"$work/config.json"
+      rootfs: {type: "layers", diff_ids: $ARGS.positional}}' "${diffs[@]}" |
+    jq -c ".config |= (${OCI_CONFIG_PATCH:-.})" >"$work/config.json"
   local cd cs md ms
   read -r cd cs < <(_put "$work/config.json")
   jq -n -c --arg cd "$cd" --argjson cs "$cs" --argjson layers "$layers" '{schemaVersion: 2,
