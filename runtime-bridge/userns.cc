@@ -22,16 +22,6 @@
 namespace strata::runtime {
 namespace {
 
-Result<uint32_t> ParseU32(std::string_view text, std::string_view what) {
-  uint32_t v = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
-    return Status::InvalidArgument(std::string(what) + " \"" + std::string(text) +
-                                   "\" is not a number in 0..4294967295");
-  }
-  return v;
-}
-
 Status WriteProcFile(const std::string& path, const std::string& data) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno(errno, "open " + path);
@@ -205,32 +195,6 @@ int ShiftOne(const char* path, const struct stat* st, int type, struct FTW*) {
 }
 
 }  // namespace
-
-std::string FormatIdMap(const IdMap& map) {
-  return std::to_string(map.container_id) + ":" + std::to_string(map.host_id) + ":" +
-         std::to_string(map.size);
-}
-
-Result<IdMap> ParseIdMap(std::string_view text) {
-  size_t a = text.find(':');
-  size_t b = a == std::string_view::npos ? a : text.find(':', a + 1);
-  if (a == std::string_view::npos || b == std::string_view::npos ||
-      text.find(':', b + 1) != std::string_view::npos) {
-    return Status::InvalidArgument("id mapping \"" + std::string(text) +
-                                   "\" is not CONTAINER:HOST:LENGTH");
-  }
-  IdMap map;
-  ASSIGN_OR_RETURN(map.container_id, ParseU32(text.substr(0, a), "container id"));
-  ASSIGN_OR_RETURN(map.host_id, ParseU32(text.substr(a + 1, b - a - 1), "host id"));
-  ASSIGN_OR_RETURN(map.size, ParseU32(text.substr(b + 1), "length"));
-  constexpr uint64_t kMax = std::numeric_limits<uint32_t>::max();
-  if (map.size == 0) return Status::InvalidArgument("id mapping \"" + std::string(text) + "\" has length 0");
-  if (uint64_t{map.container_id} + map.size > kMax || uint64_t{map.host_id} + map.size > kMax) {
-    return Status::InvalidArgument("id mapping \"" + std::string(text) +
-                                   "\" runs past the largest id (4294967294)");
-  }
-  return map;
-}
 
 Result<UsernsRequest> ParseUsernsRequest(std::string_view text) {
   UsernsRequest req;

@@ -29,25 +29,15 @@
 #include <string_view>
 #include <vector>
 
+#include "core/idmap.h"
 #include "core/mount.h"
 #include "core/status.h"
 #include "core/unique_fd.h"
 
 namespace strata::runtime {
 
-// One line of a uid_map/gid_map: container ids [container_id, container_id + size) are
-// host ids [host_id, host_id + size).
-struct IdMap {
-  uint32_t container_id = 0;
-  uint32_t host_id = 0;
-  uint32_t size = 0;
-  bool operator==(const IdMap&) const = default;
-};
+using ::strata::IdMap;  // core/idmap.h: FormatIdMap, ParseIdMap
 
-// "C:H:L" (as containerd's uidmapping labels and `--userns` write it).
-std::string FormatIdMap(const IdMap& map);
-// InvalidArgument unless `text` is "C:H:L" with L > 0 and no overflow past 2^32-1.
-Result<IdMap> ParseIdMap(std::string_view text);
 
 // What `--userns` asked for.
 struct UsernsRequest {

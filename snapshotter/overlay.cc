@@ -13,6 +13,7 @@
 #include <deque>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "core/clock.h"
 #include "core/filters.h"
 #include "core/fs.h"
+#include "core/idmap.h"
 #include "core/mount.h"
 #include "core/quote.h"
 
@@ -643,6 +645,7 @@ class OverlayImpl : public Overlay {
                                             const Labels& labels) {
     if (key.empty()) return Status::InvalidArgument("snapshot key must not be empty");
     RETURN_IF_ERROR(ValidateLabels(labels));
+    ASSIGN_OR_RETURN(std::optional<RootOwner> owner, MappedRootOwner(labels));
     const std::string ref = Ref(ns, key);
     const std::string parent_ref = Ref(ns, parent);
     SnapshotRecord r;
@@ -683,7 +686,7 @@ class OverlayImpl : public Overlay {
     // 2. Without the lock: directories first, then the record. A crash in between
     //    leaves an orphan directory that start-up removes, never a record without
     //    its directory.
-    Status made = MakeSnapshotDirs(r.id, kind, parent_id);
+    Status made = MakeSnapshotDirs(r.id, kind, parent_id, owner);
 
     // 3. Under the lock again: write the record, or undo the reservation.
     std::vector<Mount> mounts;
@@ -753,7 +756,36 @@ class OverlayImpl : public Overlay {
     return Status::Ok();
   }
 
-  Status MakeSnapshotDirs(uint64_t id, SnapshotKind kind, uint64_t parent_id) {
+  struct RootOwner {
+    uint32_t uid;
+    uint32_t gid;
+  };
+
+  // The host ids of the container's root under containerd's uidmapping/gidmapping
+  // labels; nullopt without them. InvalidArgument when only one is given, when either
+  // is malformed or when it does not map container id 0.
+  static Result<std::optional<RootOwner>> MappedRootOwner(const Labels& labels) {
+    auto uid = labels.find(kLabelUidMapping);
+    auto gid = labels.find(kLabelGidMapping);
+    if (uid == labels.end() && gid == labels.end()) return std::optional<RootOwner>();
+    if (uid == labels.end() || gid == labels.end()) {
+      return Status::InvalidArgument(std::string("labels ") + kLabelUidMapping + " and " +
+                                     kLabelGidMapping + " must be given together");
+    }
+    auto uids = ParseIdMapList(uid->second);
+    if (!uids.ok()) return uids.status().WithContext(kLabelUidMapping);
+    auto gids = ParseIdMapList(gid->second);
+    if (!gids.ok()) return gids.status().WithContext(kLabelGidMapping);
+    auto root_uid = HostIdOf(*uids, 0);
+    auto root_gid = HostIdOf(*gids, 0);
+    if (!root_uid.ok() || !root_gid.ok()) {
+      return Status::InvalidArgument("user namespace labels do not map the container's root (id 0)");
+    }
+    return std::optional<RootOwner>(RootOwner{*root_uid, *root_gid});
+  }
+
+  Status MakeSnapshotDirs(uint64_t id, SnapshotKind kind, uint64_t parent_id,
+                          const std::optional<RootOwner>& owner = std::nullopt) {
     std::string dir = SnapshotDir(id);
     if (fs::Exists(dir)) RETURN_IF_ERROR(fs::RemoveAll(dir));  // stale leftover
     RETURN_IF_ERROR(fs::MakeDir(dir, 0700));
@@ -770,10 +802,17 @@ class OverlayImpl : public Overlay {
       if (::stat(UpperPath(parent_id).c_str(), &st) != 0) {
         return Status::FromErrno(errno, "stat " + UpperPath(parent_id));
       }
-      if (st.st_uid != 0 || st.st_gid != 0) {
+      if (!owner && (st.st_uid != 0 || st.st_gid != 0)) {
         if (::lchown(UpperPath(id).c_str(), st.st_uid, st.st_gid) != 0) {
           return Status::FromErrno(errno, "chown " + UpperPath(id));
         }
+      }
+    }
+    if (owner) {
+      // A user-namespaced container writes here as its mapped root.
+      for (const std::string& d : {UpperPath(id), WorkPath(id)}) {
+        if (d == WorkPath(id) && kind != SnapshotKind::kActive) continue;
+        if (::lchown(d.c_str(), owner->uid, owner->gid) != 0) return Status::FromErrno(errno, "chown " + d);
       }
     }
     return Status::Ok();
@@ -790,12 +829,21 @@ class OverlayImpl : public Overlay {
       parent_ids.push_back(it->second.record.id);
       p = it->second.record.parent;
     }
+    // containerd 2.x mounts with these options idmapped (see kLabelUidMapping).
+    std::vector<std::string> idmap_options;
+    if (auto u = r.labels.find(kLabelUidMapping), g = r.labels.find(kLabelGidMapping);
+        u != r.labels.end() && g != r.labels.end()) {
+      idmap_options = {"uidmap=" + u->second, "gidmap=" + g->second};
+    }
     if (parent_ids.empty()) {
-      return std::vector<Mount>{Mount{
-          "bind", UpperPath(r.id), "", {r.kind == SnapshotKind::kView ? "ro" : "rw", "rbind"}}};
+      std::vector<std::string> options = {r.kind == SnapshotKind::kView ? "ro" : "rw", "rbind"};
+      options.insert(options.end(), idmap_options.begin(), idmap_options.end());
+      return std::vector<Mount>{Mount{"bind", UpperPath(r.id), "", std::move(options)}};
     }
     if (r.kind == SnapshotKind::kView && parent_ids.size() == 1) {
-      return std::vector<Mount>{Mount{"bind", UpperPath(parent_ids[0]), "", {"ro", "rbind"}}};
+      std::vector<std::string> options = {"ro", "rbind"};
+      options.insert(options.end(), idmap_options.begin(), idmap_options.end());
+      return std::vector<Mount>{Mount{"bind", UpperPath(parent_ids[0]), "", std::move(options)}};
     }
     std::vector<std::string> options;
     if (index_off_) options.emplace_back("index=off");
@@ -810,6 +858,7 @@ class OverlayImpl : public Overlay {
       lower += UpperPath(parent_ids[i]);
     }
     options.push_back(std::move(lower));
+    options.insert(options.end(), idmap_options.begin(), idmap_options.end());
     return std::vector<Mount>{Mount{"overlay", "overlay", "", std::move(options)}};
   }
 

@@ -13,6 +13,14 @@
 
 namespace strata::snapshotter {
 
+// containerd 2.x's user-namespace labels on Prepare/View ("C:H:L[,C:H:L...]"): with
+// both present, the snapshot's directories belong to the mapped root and its mounts
+// carry "uidmap=" / "gidmap=" options, as containerd's overlayfs snapshotter does for a
+// proxy plugin with capabilities = ["remap-ids"]. containerd then mounts the layers
+// idmapped instead of chowning them.
+inline constexpr char kLabelUidMapping[] = "containerd.io/snapshot/uidmapping";
+inline constexpr char kLabelGidMapping[] = "containerd.io/snapshot/gidmapping";
+
 struct OverlayOptions {
   // Remove directories of removed snapshots in a background thread (otherwise only
   // Cleanup removes them).

@@ -25,7 +25,7 @@ e2e_init "strata-run-$RUNTIME"
 
 # ---- the image: static busybox, users, two layers ------------------------------------
 L1="$E2E_DIR/layer1" L2="$E2E_DIR/layer2"
-mkdir -p "$L1"/{bin,etc,root,tmp,home/app} "$L2/srv"
+mkdir -p "$L1"/{bin,etc,root,tmp,home/app,dev,proc,sys} "$L2/srv"
 cp "$(command -v busybox)" "$L1/bin/busybox"
 for applet in sh echo cat ls id pwd env sleep true false touch stat head tail tty grep \
   mkdir rm wc test kill ps cut sed dd tr; do
@@ -277,8 +277,8 @@ run_out --userns 0:300000:65536 "$IMG" sh -c 'echo $(id -u) $(stat -c %u /etc/pa
 check_eq "--userns=C:H:L" "0 0" "$OUT"
 run_out --userns auto --rootfs-remap metacopy-chown "$IMG" sh -c 'echo $(id -u) $(stat -c %u /bin/busybox)'
 check_eq "--rootfs-remap metacopy-chown fallback works" "0 0" "$OUT"
-run_out --userns auto -u app "$IMG" sh -c 'echo $(id -u) $(stat -c %u /home/app)'
-check_eq "--userns with a non-root user" "1000 1000" "$OUT"
+run_out --userns auto -u app "$IMG" sh -c 'touch /tmp/mine; echo $(id -u) $(stat -c %u /tmp/mine) $(stat -c %u /bin/busybox)'
+check_eq "--userns with a non-root user" "$OUT" "1000 1000 0"
 run_out --userns bogus "$IMG" true
 check "bad --userns: refused" test "$RC" -ne 0
 check_has "bad --userns: explained" "userns" "$ERR"

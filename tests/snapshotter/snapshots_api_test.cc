@@ -836,6 +836,55 @@ TEST_F(SnapshotsApiTest, PrepareOrViewWithTakenKeyIsAlreadyExists) {
   ExpectNoProblems();
 }
 
+// ---- containerd 2.x user namespaces (remap-ids) -----------------------------------------
+
+TEST_F(SnapshotsApiTest, UidmappingLabelsOwnTheDirectoriesAndAddIdmapMountOptions) {
+  ASSERT_RPC_OK(Prepare("base-a", ""));
+  ASSERT_RPC_OK(Commit("base", "base-a"));
+  const Labels remap = {{"containerd.io/snapshot/uidmapping", "0:100000:65536"},
+                        {"containerd.io/snapshot/gidmapping", "0:200000:65536,65536:300000:1"}};
+  std::vector<Mount> mounts;
+  ASSERT_RPC_OK(Prepare("userns", "base", remap, &mounts));
+  ASSERT_EQ(mounts.size(), 1u);
+  EXPECT_EQ(mounts[0].type, "overlay");
+  const auto& o = mounts[0].options;
+  EXPECT_NE(std::find(o.begin(), o.end(), "uidmap=0:100000:65536"), o.end());
+  EXPECT_NE(std::find(o.begin(), o.end(), "gidmap=0:200000:65536,65536:300000:1"), o.end());
+  struct stat st;
+  ASSERT_EQ(::stat((SnapshotDirOf("userns") + "/fs").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 100000u);
+  EXPECT_EQ(st.st_gid, 200000u);
+  ASSERT_EQ(::stat((SnapshotDirOf("userns") + "/work").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 100000u);
+  // Mounts() repeats them; a view of one parent is an idmapped bind.
+  std::vector<Mount> again;
+  ASSERT_RPC_OK(Mounts("userns", &again));
+  EXPECT_EQ(again[0].options, mounts[0].options);
+  ASSERT_RPC_OK(View("userns-view", "base", remap, &mounts));
+  EXPECT_EQ(mounts[0].type, "bind");
+  EXPECT_NE(std::find(mounts[0].options.begin(), mounts[0].options.end(), "uidmap=0:100000:65536"),
+            mounts[0].options.end());
+  // Without the labels: no options, root-owned directories.
+  ASSERT_RPC_OK(Prepare("plain", "base", {}, &mounts));
+  for (const auto& opt : mounts[0].options) EXPECT_EQ(opt.find("uidmap="), std::string::npos);
+  ASSERT_EQ(::stat((SnapshotDirOf("plain") + "/fs").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+}
+
+TEST_F(SnapshotsApiTest, MalformedOrHalfUidmappingLabelsAreInvalidArgument) {
+  EXPECT_CODE(Prepare("only-uid", "", {{"containerd.io/snapshot/uidmapping", "0:100000:65536"}}),
+              INVALID_ARGUMENT);
+  EXPECT_CODE(Prepare("bad", "", {{"containerd.io/snapshot/uidmapping", "0:100000"},
+                                  {"containerd.io/snapshot/gidmapping", "0:100000:65536"}}),
+              INVALID_ARGUMENT);
+  EXPECT_CODE(Prepare("no-root", "", {{"containerd.io/snapshot/uidmapping", "1:100000:65536"},
+                                      {"containerd.io/snapshot/gidmapping", "0:100000:65536"}}),
+              INVALID_ARGUMENT);
+  pb::Info info;
+  EXPECT_CODE(Stat("only-uid", &info), NOT_FOUND);
+  ExpectNoProblems();
+}
+
 // ---- labels and timestamps ------------------------------------------------------------
 
 TEST_F(SnapshotsApiTest, UpdateReplacesSetsAndDeletesLabelsAndKeepsCreatedTime) {
