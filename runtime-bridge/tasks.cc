@@ -389,7 +389,12 @@ class TaskManager::Impl {
   }
 
   std::vector<std::string> RuntimeArgv(const pb::TaskRecord& r) const {
-    return {r.runtime(), "--root", r.runtime_root()};
+    std::vector<std::string> argv = {r.runtime(), "--root", r.runtime_root()};
+    if (fs::BaseName(r.runtime()) == "runsc") {
+      // gVisor builds the sandbox's network itself from its flags, not from the spec.
+      argv.push_back(r.network() == "host" ? "--network=host" : "--network=none");
+    }
+    return argv;
   }
 
   // Starts a shim in its own session and waits for its status line; returns the pid it

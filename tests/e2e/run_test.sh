@@ -23,12 +23,25 @@ done
 
 e2e_init "strata-run-$RUNTIME"
 
+# crun refuses a hybrid cgroup host (v1 controllers plus a cgroup2 mount) whose cgroup2
+# hierarchy holds any controller ("drop all controllers from cgroupv2"); this VM leaves
+# hugetlb there. When no cgroup uses them in v2, bind them to a private v1 hierarchy for
+# the test's lifetime (unmounted by the cleanup; the kernel returns them to cgroup2).
+UNIFIED=/sys/fs/cgroup/unified
+if [[ "$RUNTIME" == crun && -n "$(cat $UNIFIED/cgroup.controllers 2>/dev/null)" &&
+  -z "$(cat $UNIFIED/cgroup.subtree_control 2>/dev/null)" ]]; then
+  CONTROLLERS=$(tr ' ' ',' <"$UNIFIED/cgroup.controllers")
+  log "hybrid cgroups with cgroup2 controllers ($CONTROLLERS): moving them to a private v1 hierarchy for crun"
+  mkdir -p "$E2E_DIR/cgroup-v1"
+  mount -t cgroup -o "$CONTROLLERS" none "$E2E_DIR/cgroup-v1"
+fi
+
 # ---- the image: static busybox, users, two layers ------------------------------------
 L1="$E2E_DIR/layer1" L2="$E2E_DIR/layer2"
 mkdir -p "$L1"/{bin,etc,root,tmp,home/app,dev,proc,sys} "$L2/srv"
 cp "$(command -v busybox)" "$L1/bin/busybox"
 for applet in sh echo cat ls id pwd env sleep true false touch stat head tail tty grep \
-  mkdir rm wc test kill ps cut sed dd tr; do
+  mkdir rm wc test kill ps cut sed dd tr dmesg; do
   ln -s busybox "$L1/bin/$applet"
 done
 printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n' >"$L1/etc/passwd"
@@ -76,6 +89,17 @@ if [[ "$RUNTIME" == runsc ]]; then
   check_eq "runsc: output" "hello from gvisor" "$OUT"
   run_out "$IMG" sh -c 'exit 5'
   check_eq "runsc: exit code" 5 "$RC"
+  run_out -e A=1 -u app "$IMG2" 'echo $A $(id -u) $(pwd)'
+  check_eq "runsc: image config and options" "$OUT" "1 1000 /srv"
+  run_out "$IMG" sh -c 'dmesg 2>/dev/null | head -1 | grep -qi gvisor && echo sandboxed'
+  check_eq "runsc: the kernel is gVisor's" "$OUT" "sandboxed"
+  strata_ run -d -q --name g "$IMG" sh -c 'echo up; while true; do sleep 0.2; done' >/dev/null
+  check_eq "runsc: exec" "$(strata_ exec g cat /srv/hello.txt)" "from layer 2"
+  wait_until 10 sh -c "'$STRATA' --address '$STRATAD_SOCK' logs g | grep -q up" || true
+  check_eq "runsc: logs" "$(strata_ logs g)" "up"
+  strata_ stop -t 1 g >/dev/null
+  check_eq "runsc: stopped" "$(strata_ ps -a --json | jq -r '.[0].state')" "stopped"
+  strata_ rm g >/dev/null
   check_eq "runsc: nothing left" "" "$(strata_ ps -a -q)"
   e2e_finish
   exit $?
