@@ -67,10 +67,12 @@ Result<int> ListenInDir(int dir_fd, const std::string& name) {
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");
+  // The socket file takes this mode when bound: never reachable by others, not even
+  // for a moment (the container's stdio goes through it).
+  ::fchmod(fd.get(), 0600);
   if (::bind(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) != 0) {
     return Status::FromErrno(errno, "bind " + name);
   }
-  ::fchmodat(dir_fd, name.c_str(), 0600, 0);
   if (::listen(fd.get(), 16) != 0) return Status::FromErrno(errno, "listen " + name);
   return fd.Release();
 }

@@ -652,10 +652,20 @@ class TaskManager::Impl {
       if (waited.ok()) r = *Refresh(id);
     }
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
       if (!tasks_.count(id)) return Status::NotFound("task " + id + " was removed");
-      // Mark it so that a concurrent Delete or Tick does not start the same teardown.
-      if (deleting_.count(id)) return Status::FailedPrecondition("task " + r.name() + " is being removed");
+      // Mark it so that a concurrent Delete or Tick does not start the same teardown;
+      // a second caller waits for the first (`run --rm` and auto-remove race).
+      if (deleting_.count(id)) {
+        lock.unlock();
+        for (int i = 0; i < 600; i++) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          std::lock_guard<std::mutex> again(mu_);
+          if (!tasks_.count(id)) return ToInfo(r);
+          if (!deleting_.count(id)) break;  // the other removal failed: report as it stands
+        }
+        return Status::FailedPrecondition("task " + r.name() + " is being removed");
+      }
       deleting_.insert(id);
     }
     Status s = Teardown(r);

@@ -351,7 +351,10 @@ Result<uint64_t> ShiftOwnership(const std::string& dir, const IdMap& uids, const
   state.gids = gids;
   g_shift = &state;
   errno = 0;
-  int rc = ::nftw(dir.c_str(), ShiftOne, 64, FTW_PHYS | FTW_MOUNT);
+  // Not FTW_MOUNT: overlayfs reports the st_dev of the layer a file comes from when its
+  // layers sit on different filesystems (a FUSE lazy layer), so files would look like
+  // other mounts. A freshly mounted rootfs has no mounts below it.
+  int rc = ::nftw(dir.c_str(), ShiftOne, 64, FTW_PHYS);
   g_shift = nullptr;
   if (rc != 0) {
     if (state.error != 0) return Status::FromErrno(state.error, "chown " + state.error_path);

@@ -83,7 +83,7 @@ struct RemapOptions {
 Result<RemapMethod> MountRemapped(const std::vector<Mount>& mounts, const std::string& target,
                                   const RemapOptions& options);
 
-// Changes the owner of every file under `dir` (not crossing into other mounts) from a
+// Changes the owner of every file under `dir` (which must have no mounts below it) from a
 // container id to its host id under `uids`/`gids`; ids outside the mapping are left
 // alone. Set-user-ID and set-group-ID bits, which chown clears, are restored.
 // Returns the number of entries changed.
