@@ -51,8 +51,8 @@ Result<std::vector<IdMap>> ParseIdMapList(std::string_view text) {
   size_t start = 0;
   while (true) {
     size_t comma = text.find(',', start);
-    std::string_view entry =
-        text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    std::string_view entry = text.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     ASSIGN_OR_RETURN(IdMap m, ParseIdMap(entry));
     out.push_back(m);
     if (comma == std::string_view::npos) break;
@@ -63,7 +63,8 @@ Result<std::vector<IdMap>> ParseIdMapList(std::string_view text) {
 
 Result<uint32_t> HostIdOf(const std::vector<IdMap>& maps, uint32_t id) {
   for (const auto& m : maps) {
-    if (id >= m.container_id && id - m.container_id < m.size) return m.host_id + (id - m.container_id);
+    if (id >= m.container_id && id - m.container_id < m.size)
+      return m.host_id + (id - m.container_id);
   }
   return Status::NotFound("id " + std::to_string(id) + " is not mapped");
 }

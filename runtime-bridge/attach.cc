@@ -64,7 +64,8 @@ bool DecodeResize(const std::string& payload, uint16_t* rows, uint16_t* cols) {
 Result<bool> FrameDecoder::Next(Frame* frame) {
   if (buffer_.size() < kFrameHeaderBytes) return false;
   uint8_t type = static_cast<uint8_t>(buffer_[0]);
-  if (type < static_cast<uint8_t>(FrameType::kStdin) || type > static_cast<uint8_t>(FrameType::kError)) {
+  if (type < static_cast<uint8_t>(FrameType::kStdin) ||
+      type > static_cast<uint8_t>(FrameType::kError)) {
     return Status::InvalidArgument("attach stream: unknown frame type " + std::to_string(type));
   }
   uint32_t size = GetU32(buffer_.data() + 1);
@@ -85,7 +86,8 @@ Result<int> ConnectInDir(const std::string& dir, const std::string& name) {
   std::string path = "/proc/self/fd/" + std::to_string(dir_fd.get()) + "/" + name;
   struct sockaddr_un addr {};
   addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return Status::InvalidArgument("socket name too long: " + name);
+  if (path.size() >= sizeof addr.sun_path)
+    return Status::InvalidArgument("socket name too long: " + name);
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");

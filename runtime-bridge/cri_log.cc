@@ -1,40 +1,16 @@
 #include "runtime-bridge/cri_log.h"
 
-#include <time.h>
+#include <chrono>
 
-#include <cstdio>
-#include <cstring>
+#include "core/clock.h"
 
 namespace strata::runtime {
 namespace {
 
-// "2026-11-29T12:00:00.123456789Z" -> unix nanos; false if malformed.
 bool ParseTimestamp(std::string_view text, int64_t* nanos) {
-  if (text.size() < 20 || text.back() != 'Z') return false;
-  struct tm tm {};
-  int year, month, day, hour, minute, second;
-  std::string s(text);
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &year, &month, &day, &hour, &minute,
-                  &second) != 6) {
-    return false;
-  }
-  tm.tm_year = year - 1900;
-  tm.tm_mon = month - 1;
-  tm.tm_mday = day;
-  tm.tm_hour = hour;
-  tm.tm_min = minute;
-  tm.tm_sec = second;
-  int64_t fraction = 0;
-  size_t dot = s.find('.');
-  if (dot != std::string::npos) {
-    int digits = 0;
-    for (size_t i = dot + 1; i < s.size() - 1 && digits < 9; i++, digits++) {
-      if (s[i] < '0' || s[i] > '9') return false;
-      fraction = fraction * 10 + (s[i] - '0');
-    }
-    for (; digits < 9; digits++) fraction *= 10;
-  }
-  *nanos = static_cast<int64_t>(::timegm(&tm)) * 1000000000 + fraction;
+  auto t = ParseRfc3339(std::string(text));
+  if (!t) return false;
+  *nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(t->time_since_epoch()).count();
   return true;
 }
 

@@ -29,12 +29,14 @@ std::vector<std::string> StringArray(const json& j, const char* key) {
 std::string EnvKey(const std::string& kv) { return kv.substr(0, kv.find('=')); }
 
 bool HasKey(const std::vector<std::string>& env, const std::string& key) {
-  return std::any_of(env.begin(), env.end(), [&](const std::string& kv) { return EnvKey(kv) == key; });
+  return std::any_of(env.begin(), env.end(),
+                     [&](const std::string& kv) { return EnvKey(kv) == key; });
 }
 
 json Mount(const std::string& destination, const std::string& type, const std::string& source,
            std::vector<std::string> options) {
-  return json{{"destination", destination}, {"type", type}, {"source", source}, {"options", options}};
+  return json{
+      {"destination", destination}, {"type", type}, {"source", source}, {"options", options}};
 }
 
 json IdMapping(const IdMap& m) {
@@ -89,8 +91,8 @@ Result<std::vector<std::string>> ProcessArgs(const ImageConfig& image,
 
 Result<std::vector<std::string>> ProcessEnv(const std::vector<std::string>& image_env,
                                             const std::vector<std::string>& overrides,
-                                            const std::string& hostname,
-                                            const std::string& home, bool terminal) {
+                                            const std::string& hostname, const std::string& home,
+                                            bool terminal) {
   std::vector<std::string> env;
   auto set = [&env](const std::string& kv) {
     const std::string key = EnvKey(kv);
@@ -176,14 +178,14 @@ Result<int> ParseSignal(const std::string& text) {
     int number;
   };
   static const Named kSignals[] = {
-      {"HUP", SIGHUP},   {"INT", SIGINT},     {"QUIT", SIGQUIT}, {"ILL", SIGILL},
-      {"TRAP", SIGTRAP}, {"ABRT", SIGABRT},   {"BUS", SIGBUS},   {"FPE", SIGFPE},
-      {"KILL", SIGKILL}, {"USR1", SIGUSR1},   {"SEGV", SIGSEGV}, {"USR2", SIGUSR2},
-      {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},   {"TERM", SIGTERM}, {"CHLD", SIGCHLD},
-      {"CONT", SIGCONT}, {"STOP", SIGSTOP},   {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN},
-      {"TTOU", SIGTTOU}, {"URG", SIGURG},     {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ},
+      {"HUP", SIGHUP},       {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"ILL", SIGILL},
+      {"TRAP", SIGTRAP},     {"ABRT", SIGABRT}, {"BUS", SIGBUS},     {"FPE", SIGFPE},
+      {"KILL", SIGKILL},     {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},   {"USR2", SIGUSR2},
+      {"PIPE", SIGPIPE},     {"ALRM", SIGALRM}, {"TERM", SIGTERM},   {"CHLD", SIGCHLD},
+      {"CONT", SIGCONT},     {"STOP", SIGSTOP}, {"TSTP", SIGTSTP},   {"TTIN", SIGTTIN},
+      {"TTOU", SIGTTOU},     {"URG", SIGURG},   {"XCPU", SIGXCPU},   {"XFSZ", SIGXFSZ},
       {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"IO", SIGIO},
-      {"PWR", SIGPWR},   {"SYS", SIGSYS},
+      {"PWR", SIGPWR},       {"SYS", SIGSYS},
   };
   for (const auto& s : kSignals) {
     if (name == s.name) return s.number;
@@ -193,10 +195,10 @@ Result<int> ParseSignal(const std::string& text) {
 
 const std::vector<std::string>& DefaultCapabilities() {
   static const std::vector<std::string> kCaps = {
-      "CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
-      "CAP_MKNOD",  "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
-      "CAP_SETFCAP", "CAP_SETPCAP",     "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-      "CAP_KILL",   "CAP_AUDIT_WRITE",
+      "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
+      "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
+      "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+      "CAP_KILL",    "CAP_AUDIT_WRITE",
   };
   return kCaps;
 }
@@ -212,26 +214,28 @@ json BuildSpec(const SpecOptions& o) {
       {"args", o.args},
       {"env", o.env},
       {"cwd", o.cwd.empty() ? std::string("/") : o.cwd},
-      {"capabilities",
-       {{"bounding", caps}, {"effective", caps}, {"permitted", caps}}},
+      {"capabilities", {{"bounding", caps}, {"effective", caps}, {"permitted", caps}}},
       {"rlimits", json::array({json{{"type", "RLIMIT_NOFILE"}, {"hard", 1024}, {"soft", 1024}}})},
       {"noNewPrivileges", false},
   };
 
   json mounts = json::array();
   mounts.push_back(Mount("/proc", "proc", "proc", {"nosuid", "noexec", "nodev"}));
-  mounts.push_back(Mount("/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k"}));
-  mounts.push_back(Mount("/dev/pts", "devpts", "devpts",
-                         {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}));
-  mounts.push_back(Mount("/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}));
+  mounts.push_back(
+      Mount("/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k"}));
+  mounts.push_back(
+      Mount("/dev/pts", "devpts", "devpts",
+            {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}));
+  mounts.push_back(
+      Mount("/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}));
   mounts.push_back(Mount("/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}));
   if (userns && host_network) {
     // sysfs can only be mounted by the owner of the network namespace.
     mounts.push_back(Mount("/sys", "none", "/sys", {"rbind", "nosuid", "noexec", "nodev", "ro"}));
   } else {
     mounts.push_back(Mount("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}));
-    mounts.push_back(
-        Mount("/sys/fs/cgroup", "cgroup", "cgroup", {"nosuid", "noexec", "nodev", "relatime", "ro"}));
+    mounts.push_back(Mount("/sys/fs/cgroup", "cgroup", "cgroup",
+                           {"nosuid", "noexec", "nodev", "relatime", "ro"}));
   }
   if (host_network) {
     for (const char* file : {"/etc/resolv.conf", "/etc/hosts"}) {
@@ -245,7 +249,8 @@ json BuildSpec(const SpecOptions& o) {
     mounts.push_back(Mount(b.container_path, "bind", b.host_path, options));
   }
 
-  json namespaces = json::array({json{{"type", "pid"}}, json{{"type", "ipc"}}, json{{"type", "mount"}}});
+  json namespaces =
+      json::array({json{{"type", "pid"}}, json{{"type", "ipc"}}, json{{"type", "mount"}}});
   if (!host_network) {
     namespaces.push_back(json{{"type", "uts"}});
     namespaces.push_back(json{{"type", "network"}});
@@ -261,8 +266,8 @@ json BuildSpec(const SpecOptions& o) {
   }
   if (o.cpus > 0) {
     const int64_t period = 100000;
-    resources["cpu"] = json{{"period", period},
-                            {"quota", static_cast<int64_t>(std::llround(o.cpus * period))}};
+    resources["cpu"] =
+        json{{"period", period}, {"quota", static_cast<int64_t>(std::llround(o.cpus * period))}};
   }
   if (o.pids_limit > 0) resources["pids"] = json{{"limit", o.pids_limit}};
 
@@ -271,10 +276,9 @@ json BuildSpec(const SpecOptions& o) {
       {"resources", resources},
       {"maskedPaths",
        {"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-        "/sys/firmware", "/sys/devices/virtual/powercap"}},
-      {"readonlyPaths",
-       {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}},
+        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+        "/sys/devices/virtual/powercap"}},
+      {"readonlyPaths", {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}},
   };
   if (!o.cgroups_path.empty()) linux["cgroupsPath"] = o.cgroups_path;
   if (userns) {

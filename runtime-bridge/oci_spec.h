@@ -5,11 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/status.h"
 #include "runtime-bridge/passwd.h"
@@ -43,8 +42,8 @@ Result<std::vector<std::string>> ProcessArgs(const ImageConfig& image,
 // InvalidArgument for an override without '=' or with an empty key.
 Result<std::vector<std::string>> ProcessEnv(const std::vector<std::string>& image_env,
                                             const std::vector<std::string>& overrides,
-                                            const std::string& hostname,
-                                            const std::string& home, bool terminal);
+                                            const std::string& hostname, const std::string& home,
+                                            bool terminal);
 
 struct BindMount {
   std::string host_path;       // absolute, existing

@@ -100,7 +100,8 @@ Result<ResolvedUser> ResolveUser(const std::string& rootfs, std::string_view use
     user_part = user.substr(0, colon);
     group_part = user.substr(colon + 1);
     has_group = true;
-    if (group_part.empty()) return Status::InvalidArgument("user \"" + std::string(user) + "\": empty group");
+    if (group_part.empty())
+      return Status::InvalidArgument("user \"" + std::string(user) + "\": empty group");
   }
   if (user_part.empty() && has_group) {
     return Status::InvalidArgument("user \"" + std::string(user) + "\": empty user name");
@@ -109,7 +110,8 @@ Result<ResolvedUser> ResolveUser(const std::string& rootfs, std::string_view use
   ResolvedUser out;
   std::string name;
   bool found = false;
-  std::optional<uint32_t> numeric_uid = user_part.empty() ? std::optional<uint32_t>(0) : Numeric(user_part);
+  std::optional<uint32_t> numeric_uid =
+      user_part.empty() ? std::optional<uint32_t>(0) : Numeric(user_part);
   ForEachEntry(passwd, 7, [&](const std::vector<std::string_view>& f) {
     auto uid = Numeric(f[2]);
     auto gid = Numeric(f[3]);

@@ -80,7 +80,9 @@ Result<int> ListenInDir(int dir_fd, const std::string& name) {
 // Receives the terminal master a runtime sends over --console-socket.
 Result<int> ReceiveFd(int conn) {
   char data[256];
-  struct iovec iov {data, sizeof data};
+  struct iovec iov {
+    data, sizeof data
+  };
   alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
   struct msghdr msg {};
   msg.msg_iov = &iov;
@@ -102,17 +104,6 @@ Result<int> ReceiveFd(int conn) {
   return Status::Internal("the runtime sent no terminal over the console socket");
 }
 
-std::string Rfc3339Nano(int64_t unix_nanos) {
-  time_t secs = static_cast<time_t>(unix_nanos / 1000000000);
-  struct tm tm;
-  ::gmtime_r(&secs, &tm);
-  char buf[64];
-  size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%09lldZ",
-                static_cast<long long>(unix_nanos % 1000000000));
-  return buf;
-}
-
 int ExitCodeOf(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -126,9 +117,9 @@ std::string Trim(std::string s) {
 
 // The process's output streams and the open terminal or stdin pipe.
 struct Streams {
-  UniqueFd out;     // stdout pipe, or the terminal master
-  UniqueFd err;     // stderr pipe (no terminal)
-  UniqueFd in;      // stdin pipe write end, or a dup of the master (terminal)
+  UniqueFd out;  // stdout pipe, or the terminal master
+  UniqueFd err;  // stderr pipe (no terminal)
+  UniqueFd in;   // stdin pipe write end, or a dup of the master (terminal)
   std::string in_pending;
   bool close_in_after_pending = false;
 };
@@ -151,18 +142,22 @@ class Shim {
 
     // Not close-on-exec: the runtime reaches the console socket through it.
     dir_fd_.Reset(::open(o_.dir.c_str(), O_PATH | O_DIRECTORY));
-    if (!dir_fd_.valid()) return Fail("open task directory " + o_.dir + ": " + std::strerror(errno));
+    if (!dir_fd_.valid())
+      return Fail("open task directory " + o_.dir + ": " + std::strerror(errno));
     auto listener = ListenInDir(dir_fd_.get(), AttachSocketName(o_.exec_id));
     if (!listener.ok()) return Fail(listener.status().message());
     listen_fd_.Reset(*listener);
     if (o_.log && o_.exec_id.empty()) {
-      log_fd_.Reset(::openat(dir_fd_.get(), kLogFileName, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
+      log_fd_.Reset(
+          ::openat(dir_fd_.get(), kLogFileName, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
     }
 
     if (!o_.exec_id.empty()) {
       // An exec starts once its client is attached, so the client sees everything.
       ReportStatus(status_fd_, "ok 0");
-      struct pollfd p {listen_fd_.get(), POLLIN, 0};
+      struct pollfd p {
+        listen_fd_.get(), POLLIN, 0
+      };
       int n;
       do {
         n = ::poll(&p, 1, o_.start_timeout_ms);
@@ -365,7 +360,9 @@ class Shim {
   void AcceptClient() {
     int fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) return;
-    struct timeval tv {5, 0};  // a client that stops reading is dropped, not waited for
+    struct timeval tv {
+      5, 0
+    };  // a client that stops reading is dropped, not waited for
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     clients_.emplace(fd, FrameDecoder());
   }
@@ -386,7 +383,7 @@ class Shim {
   // One chunk of output: to the log and to the clients.
   void Output(FrameType stream, const std::string& data) {
     if (log_fd_.valid()) {
-      const std::string ts = Rfc3339Nano(NowUnixNanos());
+      const std::string ts = FormatRfc3339Nano(NowUnixNanos());
       const char* name = stream == FrameType::kStderr ? "stderr" : "stdout";
       std::string lines;
       size_t start = 0;
@@ -561,15 +558,17 @@ std::string PidFileName(const std::string& exec_id) { return Prefixed(exec_id, "
 std::string ExecSpecFileName(const std::string& exec_id) { return "exec-" + exec_id + ".json"; }
 
 std::string EncodeShimOptions(const ShimOptions& o) {
-  return json{{"dir", o.dir},           {"id", o.container_id}, {"runtime", o.runtime},
-              {"exec", o.exec_id},      {"tty", o.terminal},    {"stdin", o.stdin_open},
-              {"log", o.log},           {"start_timeout_ms", o.start_timeout_ms}}
+  return json{{"dir", o.dir},         {"id", o.container_id},
+              {"runtime", o.runtime}, {"exec", o.exec_id},
+              {"tty", o.terminal},    {"stdin", o.stdin_open},
+              {"log", o.log},         {"start_timeout_ms", o.start_timeout_ms}}
       .dump();
 }
 
 Result<ShimOptions> DecodeShimOptions(const std::string& text) {
   json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return Status::InvalidArgument("shim options are not JSON");
+  if (j.is_discarded() || !j.is_object())
+    return Status::InvalidArgument("shim options are not JSON");
   ShimOptions o;
   try {
     o.dir = j.at("dir").get<std::string>();

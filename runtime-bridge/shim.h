@@ -26,13 +26,13 @@
 namespace strata::runtime {
 
 struct ShimOptions {
-  std::string dir;           // the task's bundle directory
-  std::string container_id;  // the runtime's container id
+  std::string dir;                   // the task's bundle directory
+  std::string container_id;          // the runtime's container id
   std::vector<std::string> runtime;  // runtime argv prefix, e.g. {"/usr/sbin/runc", "--root", R}
-  std::string exec_id;       // "" for the init process
+  std::string exec_id;               // "" for the init process
   bool terminal = false;
   bool stdin_open = false;
-  bool log = true;           // init: write the CRI log file
+  bool log = true;               // init: write the CRI log file
   int start_timeout_ms = 60000;  // exec: how long to wait for the client that starts it
 };
 

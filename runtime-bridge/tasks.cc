@@ -84,7 +84,8 @@ Result<std::string> ResolveRuntime(const std::string& name) {
     return name;
   }
   const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  std::string dirs =
+      path != nullptr ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   size_t start = 0;
   while (start <= dirs.size()) {
     size_t colon = dirs.find(':', start);
@@ -225,11 +226,13 @@ class TaskManager::Impl {
     if (auto ref = registry::ParseReference(opt.image); ref.ok()) image_name = ref->String();
     auto image = images_->Get(image_name);
     if (!image.ok()) {
-      if (image.status().IsNotFound()) return Status::NotFound("image " + opt.image + " is not pulled");
+      if (image.status().IsNotFound())
+        return Status::NotFound("image " + opt.image + " is not pulled");
       return image.status();
     }
     ASSIGN_OR_RETURN(transfer::ImageLayout layout, puller_->Layout(*image, opt.platform));
-    if (layout.chain_ids.empty()) return Status::InvalidArgument("image " + image_name + " has no layers");
+    if (layout.chain_ids.empty())
+      return Status::InvalidArgument("image " + image_name + " has no layers");
     ASSIGN_OR_RETURN(ImageConfig config, ParseImageConfig(layout.config_json));
     ASSIGN_OR_RETURN(std::vector<std::string> args, ProcessArgs(config, opt.entrypoint, opt.cmd));
 
@@ -284,7 +287,8 @@ class TaskManager::Impl {
     Status s = Build(r, opt, config, args, binds, uid_map, gid_map, forced_method);
     if (!s.ok()) {
       Status cleanup = Teardown(r);
-      if (!cleanup.ok()) spdlog::warn("task {}: cleanup after failed create: {}", r.id(), cleanup.ToString());
+      if (!cleanup.ok())
+        spdlog::warn("task {}: cleanup after failed create: {}", r.id(), cleanup.ToString());
       return s;
     }
     return ToInfo(r);
@@ -334,10 +338,11 @@ class TaskManager::Impl {
                      ResolveUser(rootfs, opt.user.empty() ? config.user : opt.user));
     SpecOptions spec_options;
     spec_options.args = args;
-    spec_options.hostname = opt.network == "host" ? "" : (opt.hostname.empty() ? r.id().substr(0, 12) : opt.hostname);
-    ASSIGN_OR_RETURN(spec_options.env,
-                     ProcessEnv(config.env, opt.env, spec_options.hostname, user.home, opt.terminal));
-    spec_options.cwd = !opt.workdir.empty() ? opt.workdir
+    spec_options.hostname =
+        opt.network == "host" ? "" : (opt.hostname.empty() ? r.id().substr(0, 12) : opt.hostname);
+    ASSIGN_OR_RETURN(spec_options.env, ProcessEnv(config.env, opt.env, spec_options.hostname,
+                                                  user.home, opt.terminal));
+    spec_options.cwd = !opt.workdir.empty()         ? opt.workdir
                        : config.working_dir.empty() ? std::string("/")
                                                     : config.working_dir;
     spec_options.user = user;
@@ -413,7 +418,8 @@ class TaskManager::Impl {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, shim_log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_addopen(&actions, 1, shim_log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                     0600);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
     posix_spawn_file_actions_adddup2(&actions, status_write.get(), 3);
     posix_spawnattr_t attr;
@@ -423,7 +429,8 @@ class TaskManager::Impl {
     sigfillset(&all);
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setflags(&attr,
+                             POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     pid_t pid = 0;
     int rc = ::posix_spawn(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
@@ -439,12 +446,16 @@ class TaskManager::Impl {
     std::string line;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
     while (line.find('\n') == std::string::npos) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
         ::kill(pid, SIGKILL);
-        return Status(Code::kDeadlineExceeded, "the task supervisor did not report within 3 minutes");
+        return Status(Code::kDeadlineExceeded,
+                      "the task supervisor did not report within 3 minutes");
       }
-      struct pollfd p {status_read.get(), POLLIN, 0};
+      struct pollfd p {
+        status_read.get(), POLLIN, 0
+      };
       int n = ::poll(&p, 1, static_cast<int>(left.count()));
       if (n < 0 && errno == EINTR) continue;
       char buf[4096];
@@ -611,9 +622,10 @@ class TaskManager::Impl {
     while (true) {
       ASSIGN_OR_RETURN(pb::TaskRecord r, Refresh(id));
       if (r.state() == pb::TASK_STATE_STOPPED) return ToInfo(r);
-      if (timeout_ms >= 0 && std::chrono::steady_clock::now() - start > std::chrono::milliseconds(timeout_ms)) {
+      if (timeout_ms >= 0 &&
+          std::chrono::steady_clock::now() - start > std::chrono::milliseconds(timeout_ms)) {
         return Status(Code::kDeadlineExceeded, "task " + r.name() + " still running after " +
-                                        std::to_string(timeout_ms) + " ms");
+                                                   std::to_string(timeout_ms) + " ms");
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -706,7 +718,8 @@ class TaskManager::Impl {
     }
     auto snapshots = overlay_->ForName(r.snapshotter());
     Status removed = snapshots->Remove(r.snapshot_key());
-    if (!removed.ok() && !removed.IsNotFound()) return removed.WithContext("remove the task's snapshot");
+    if (!removed.ok() && !removed.IsNotFound())
+      return removed.WithContext("remove the task's snapshot");
     RETURN_IF_ERROR(fs::RemoveAll(r.bundle()).WithContext("remove the task's bundle"));
     std::lock_guard<std::mutex> lock(mu_);
     metadata::Batch batch;
@@ -733,7 +746,8 @@ class TaskManager::Impl {
     }
     ASSIGN_OR_RETURN(std::string text, fs::ReadFile(r.bundle() + "/config.json"));
     json spec = json::parse(text, nullptr, false);
-    if (spec.is_discarded()) return Status::DataLoss("config.json of task " + r.name() + " is corrupt");
+    if (spec.is_discarded())
+      return Status::DataLoss("config.json of task " + r.name() + " is corrupt");
     std::optional<ResolvedUser> user;
     if (!opt.user.empty()) {
       ASSIGN_OR_RETURN(ResolvedUser u, ResolveUser(r.bundle() + "/rootfs", opt.user));
@@ -818,7 +832,7 @@ class TaskManager::Impl {
       }
     }
     return Status(Code::kResourceExhausted, "no free id range for --userns=auto (" +
-                                     std::to_string(o_.userns_auto_count) + " in use)");
+                                                std::to_string(o_.userns_auto_count) + " in use)");
   }
 
   TaskManagerOptions o_;

@@ -71,20 +71,20 @@ struct CreateOptions {
   std::string name;      // "" = generated
   std::optional<std::string> entrypoint;
   std::vector<std::string> cmd;
-  std::vector<std::string> env;           // KEY=VALUE
-  std::vector<std::string> volumes;       // HOST:CONTAINER[:ro|rw]
-  std::vector<std::string> devices;       // CDI names or host device paths
+  std::vector<std::string> env;      // KEY=VALUE
+  std::vector<std::string> volumes;  // HOST:CONTAINER[:ro|rw]
+  std::vector<std::string> devices;  // CDI names or host device paths
   std::string workdir;
-  std::string user;                       // USER[:GROUP]; "" = the image's
+  std::string user;  // USER[:GROUP]; "" = the image's
   bool readonly_rootfs = false;
   int64_t memory_bytes = 0;
   double cpus = 0;
   int64_t pids_limit = 0;
   std::string network = "none";  // none | host
   std::string hostname;
-  std::string runtime;           // runc | crun | runsc | a path; "" = default
-  std::string userns;            // "" | host | auto | C:H:L
-  std::string remap_method;      // "" = best available; idmapped | metacopy-chown | chown
+  std::string runtime;       // runc | crun | runsc | a path; "" = default
+  std::string userns;        // "" | host | auto | C:H:L
+  std::string remap_method;  // "" = best available; idmapped | metacopy-chown | chown
   bool terminal = false;
   bool stdin_open = false;
   bool auto_remove = false;
@@ -101,12 +101,12 @@ struct ExecOptions {
 
 struct ExecInfo {
   std::string exec_id;
-  std::string bundle;       // connect to `socket` in this directory
+  std::string bundle;  // connect to `socket` in this directory
   std::string socket;
 };
 
 struct TaskManagerOptions {
-  std::string root;                       // tasks live in <root>/tasks
+  std::string root;                           // tasks live in <root>/tasks
   std::string snapshotter = "strata-images";  // where images are unpacked
   std::string default_runtime = "runc";
   std::vector<std::string> shim_command;  // argv prefix; the options JSON is appended

@@ -63,7 +63,8 @@ class TasksService final : public pb::Tasks::Service {
  public:
   explicit TasksService(TaskManager* tasks) : tasks_(tasks) {}
 
-  grpc::Status Create(grpc::ServerContext*, const pb::CreateTaskRequest* req, pb::Task* resp) override {
+  grpc::Status Create(grpc::ServerContext*, const pb::CreateTaskRequest* req,
+                      pb::Task* resp) override {
     CreateOptions o;
     o.image = req->image();
     o.platform = req->platform();
@@ -120,7 +121,8 @@ class TasksService final : public pb::Tasks::Service {
     return Reply(tasks_->Stop(req->id(), req->timeout_ms() > 0 ? req->timeout_ms() : 10000), resp);
   }
 
-  grpc::Status Wait(grpc::ServerContext* ctx, const pb::WaitTaskRequest* req, pb::Task* resp) override {
+  grpc::Status Wait(grpc::ServerContext* ctx, const pb::WaitTaskRequest* req,
+                    pb::Task* resp) override {
     // Waits in slices so that a client that went away frees the handler.
     const auto start = std::chrono::steady_clock::now();
     while (true) {
@@ -134,7 +136,8 @@ class TasksService final : public pb::Tasks::Service {
     }
   }
 
-  grpc::Status Delete(grpc::ServerContext*, const pb::DeleteTaskRequest* req, pb::Task* resp) override {
+  grpc::Status Delete(grpc::ServerContext*, const pb::DeleteTaskRequest* req,
+                      pb::Task* resp) override {
     return Reply(tasks_->Delete(req->id(), req->force()), resp);
   }
 
@@ -187,7 +190,8 @@ class TasksService final : public pb::Tasks::Service {
         partial.clear();
         if (windowed) {
           window.push_back(std::move(full));
-          if (req->tail() > 0 && static_cast<int64_t>(window.size()) > req->tail()) window.pop_front();
+          if (req->tail() > 0 && static_cast<int64_t>(window.size()) > req->tail())
+            window.pop_front();
         } else if (!send(full)) {
           return false;
         }

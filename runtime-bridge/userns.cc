@@ -176,8 +176,8 @@ int ShiftOne(const char* path, const struct stat* st, int type, struct FTW*) {
   uid_t uid = ShiftId(st->st_uid, g_shift->uids, &uid_in);
   gid_t gid = ShiftId(st->st_gid, g_shift->gids, &gid_in);
   if (!uid_in && !gid_in) return 0;
-  if (::lchown(path, uid_in ? uid : static_cast<uid_t>(-1), gid_in ? gid : static_cast<gid_t>(-1)) !=
-      0) {
+  if (::lchown(path, uid_in ? uid : static_cast<uid_t>(-1),
+               gid_in ? gid : static_cast<gid_t>(-1)) != 0) {
     g_shift->error = errno;
     g_shift->error_path = path;
     return 1;
@@ -242,8 +242,9 @@ Result<UniqueFd> NewUserNamespace(const IdMap& uids, const IdMap& gids) {
   char byte = 0;
   if (::read(ready_read.get(), &byte, 1) != 1 || byte != 'y') {
     reap();
-    return Status::FailedPrecondition("cannot create a user namespace (unshare(CLONE_NEWUSER) failed; "
-                                      "see /proc/sys/user/max_user_namespaces)");
+    return Status::FailedPrecondition(
+        "cannot create a user namespace (unshare(CLONE_NEWUSER) failed; "
+        "see /proc/sys/user/max_user_namespaces)");
   }
   const std::string proc = "/proc/" + std::to_string(pid);
   Status s = WriteProcFile(proc + "/uid_map", std::to_string(uids.container_id) + " " +
@@ -269,7 +270,8 @@ Status IdmapBind(const std::string& source, const std::string& target, int usern
       ::syscall(SYS_open_tree, AT_FDCWD, source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
   if (tree < 0) {
     int err = errno;
-    if (err == ENOSYS) return Status::FailedPrecondition("open_tree: kernel too old for idmapped mounts");
+    if (err == ENOSYS)
+      return Status::FailedPrecondition("open_tree: kernel too old for idmapped mounts");
     return Status::FromErrno(err, "open_tree " + source);
   }
   UniqueFd tree_fd(tree);

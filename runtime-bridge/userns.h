@@ -38,7 +38,6 @@ namespace strata::runtime {
 
 using ::strata::IdMap;  // core/idmap.h: FormatIdMap, ParseIdMap
 
-
 // What `--userns` asked for.
 struct UsernsRequest {
   enum class Mode { kHost, kAuto, kExplicit };

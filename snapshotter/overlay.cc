@@ -779,7 +779,8 @@ class OverlayImpl : public Overlay {
     auto root_uid = HostIdOf(*uids, 0);
     auto root_gid = HostIdOf(*gids, 0);
     if (!root_uid.ok() || !root_gid.ok()) {
-      return Status::InvalidArgument("user namespace labels do not map the container's root (id 0)");
+      return Status::InvalidArgument(
+          "user namespace labels do not map the container's root (id 0)");
     }
     return std::optional<RootOwner>(RootOwner{*root_uid, *root_gid});
   }
@@ -812,7 +813,8 @@ class OverlayImpl : public Overlay {
       // A user-namespaced container writes here as its mapped root.
       for (const std::string& d : {UpperPath(id), WorkPath(id)}) {
         if (d == WorkPath(id) && kind != SnapshotKind::kActive) continue;
-        if (::lchown(d.c_str(), owner->uid, owner->gid) != 0) return Status::FromErrno(errno, "chown " + d);
+        if (::lchown(d.c_str(), owner->uid, owner->gid) != 0)
+          return Status::FromErrno(errno, "chown " + d);
       }
     }
     return Status::Ok();

@@ -42,6 +42,7 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "snapshotter/snapshotter.h"
 #include "transfer/content_store.h"
@@ -93,9 +94,7 @@ struct GcReport {
 Result<GcReport> CollectGarbage(ContentStore& content, ImageStore& images,
                                 const GcOptions& options);
 
-// Parses an RFC 3339 time ("2024-05-01T12:00:00Z", "…T12:00:00.5+02:00"); nullopt if
-// it does not parse. Exposed for tests and for code that writes gc.expire labels.
-std::optional<std::chrono::system_clock::time_point> ParseRfc3339(const std::string& text);
+using ::strata::ParseRfc3339;  // core/clock.h
 // Formats `t` as RFC 3339 in UTC with second precision ("2024-05-01T12:00:00Z").
 std::string FormatRfc3339(std::chrono::system_clock::time_point t);
 

@@ -55,7 +55,8 @@ std::string StateText(const tasks::Task& t) {
     case tasks::TASK_STATE_RUNNING:
       return "Up " + ago(t.started_unix_nanos());
     case tasks::TASK_STATE_STOPPED:
-      return "Exited (" + std::to_string(t.exit_code()) + ") " + ago(t.finished_unix_nanos()) + " ago";
+      return "Exited (" + std::to_string(t.exit_code()) + ") " + ago(t.finished_unix_nanos()) +
+             " ago";
     default:
       return "Unknown";
   }
@@ -84,7 +85,8 @@ nlohmann::json TaskJson(const tasks::Task& t) {
       {"runtime", t.runtime()},
       {"pid", t.pid()},
       {"exit_code", t.exit_code()},
-      {"created", FormatTime(t.created_unix_nanos() / 1000000000, t.created_unix_nanos() % 1000000000)},
+      {"created",
+       FormatTime(t.created_unix_nanos() / 1000000000, t.created_unix_nanos() % 1000000000)},
       {"uid_map", t.uid_map()},
       {"gid_map", t.gid_map()},
       {"rootfs_remap", t.rootfs_remap()},
@@ -172,7 +174,8 @@ int Relay(int sock, bool stdin_open, bool terminal, const std::function<void(int
   int code = -1;
   bool done = false;
   while (!done) {
-    struct pollfd fds[3] = {{sock, POLLIN, 0}, {sigfd.get(), POLLIN, 0}, {stdin_done ? -1 : 0, POLLIN, 0}};
+    struct pollfd fds[3] = {
+        {sock, POLLIN, 0}, {sigfd.get(), POLLIN, 0}, {stdin_done ? -1 : 0, POLLIN, 0}};
     int n = ::poll(fds, 3, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -195,7 +198,8 @@ int Relay(int sock, bool stdin_open, bool terminal, const std::function<void(int
       char buf[32768];
       ssize_t got = ::read(0, buf, sizeof buf);
       if (got > 0) {
-        WriteAll(sock, runtime::EncodeFrame(FrameType::kStdin, std::string_view(buf, static_cast<size_t>(got))));
+        WriteAll(sock, runtime::EncodeFrame(FrameType::kStdin,
+                                            std::string_view(buf, static_cast<size_t>(got))));
       } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
         WriteAll(sock, runtime::EncodeFrame(FrameType::kStdinClose, ""));
         stdin_done = true;
@@ -300,14 +304,18 @@ int ForEachTask(const std::vector<std::string>& refs, const std::string& verb,
 
 }  // namespace
 
-void SetContainerCommand(std::vector<std::string> command) { ContainerCommand() = std::move(command); }
+void SetContainerCommand(std::vector<std::string> command) {
+  ContainerCommand() = std::move(command);
+}
 
 std::vector<std::string> SplitContainerCommand(std::vector<std::string>& args) {
   static const std::set<std::string> kGlobalValues = {"--address", "-a", "--snapshotter"};
   static const std::set<std::string> kValues = {
-      "--name", "-e", "--env", "--env-file", "-v", "--volume", "-w", "--workdir", "-u", "--user",
-      "--entrypoint", "-m", "--memory", "--cpus", "--pids-limit", "--net", "--network",
-      "--hostname", "--runtime", "--userns", "--device", "--platform", "--rootfs-remap", "--pull"};
+      "--name",       "-e",         "--env",          "--env-file", "-v",
+      "--volume",     "-w",         "--workdir",      "-u",         "--user",
+      "--entrypoint", "-m",         "--memory",       "--cpus",     "--pids-limit",
+      "--net",        "--network",  "--hostname",     "--runtime",  "--userns",
+      "--device",     "--platform", "--rootfs-remap", "--pull"};
   size_t i = 1;
   while (i < args.size() && !args[i].empty() && args[i][0] == '-') {
     if (kGlobalValues.count(args[i])) i++;
@@ -338,8 +346,8 @@ void AddTaskCommands(CLI::App& app, Context& ctx, std::function<void(std::functi
   {
     auto* cmd = app.add_subcommand("run", "run a command in a new container from an image");
     struct RunFlags {
-      std::string image, name, workdir, user, entrypoint, memory, net = "none", hostname, runtime,
-          userns, platform, remap, pull = "missing";
+      std::string image, name, workdir, user, entrypoint, memory,
+          net = "none", hostname, runtime, userns, platform, remap, pull = "missing";
       std::vector<std::string> env, env_files, volumes, devices;
       bool rm = false, detach = false, interactive = false, tty = false, read_only = false,
            quiet = false, has_entrypoint = false;
@@ -369,7 +377,8 @@ void AddTaskCommands(CLI::App& app, Context& ctx, std::function<void(std::functi
     cmd->add_option("--userns", f->userns, "host (default), auto, or CONTAINER:HOST:LENGTH");
     cmd->add_option("--rootfs-remap", f->remap,
                     "with --userns: idmapped, metacopy-chown or chown (default: best available)");
-    cmd->add_option("--device", f->devices, "CDI device (vendor.com/class=name) or host device path");
+    cmd->add_option("--device", f->devices,
+                    "CDI device (vendor.com/class=name) or host device path");
     cmd->add_option("--platform", f->platform, "os/arch[/variant] of the image");
     cmd->add_option("--pull", f->pull, "missing (default), always or never");
     cmd->add_flag("-q,--quiet", f->quiet, "no pull progress");
@@ -488,7 +497,8 @@ void AddTaskCommands(CLI::App& app, Context& ctx, std::function<void(std::functi
           del.set_id(id);
           tasks::Task ignored;
           st = tasks_stub->Delete(&cctx, del, &ignored);
-          if (!st.ok() && st.error_code() != grpc::StatusCode::NOT_FOUND) Fail("run: remove " + id, st);
+          if (!st.ok() && st.error_code() != grpc::StatusCode::NOT_FOUND)
+            Fail("run: remove " + id, st);
         }
         return code;
       });

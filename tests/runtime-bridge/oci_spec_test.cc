@@ -32,10 +32,12 @@ TEST(ProcessArgs, FollowDockerRulesForEntrypointAndCmd) {
   image.entrypoint = {"/entry"};
   image.cmd = {"default"};
   EXPECT_EQ(*ProcessArgs(image, std::nullopt, {}), (std::vector<std::string>{"/entry", "default"}));
-  EXPECT_EQ(*ProcessArgs(image, std::nullopt, {"x", "y"}), (std::vector<std::string>{"/entry", "x", "y"}));
+  EXPECT_EQ(*ProcessArgs(image, std::nullopt, {"x", "y"}),
+            (std::vector<std::string>{"/entry", "x", "y"}));
   // --entrypoint drops the image's Cmd.
   EXPECT_EQ(*ProcessArgs(image, std::string("/other"), {}), (std::vector<std::string>{"/other"}));
-  EXPECT_EQ(*ProcessArgs(image, std::string("/other"), {"a"}), (std::vector<std::string>{"/other", "a"}));
+  EXPECT_EQ(*ProcessArgs(image, std::string("/other"), {"a"}),
+            (std::vector<std::string>{"/other", "a"}));
   ImageConfig none;
   auto nothing = ProcessArgs(none, std::nullopt, {});
   EXPECT_EQ(nothing.status().code(), Code::kInvalidArgument);
@@ -44,9 +46,9 @@ TEST(ProcessArgs, FollowDockerRulesForEntrypointAndCmd) {
 TEST(ProcessEnv, OverridesReplaceImageValuesAndDefaultsFillGaps) {
   auto env = ProcessEnv({"A=1", "B=2"}, {"B=3", "C=4"}, "box", "/root", true);
   ASSERT_TRUE(env.ok());
-  EXPECT_EQ(*env, (std::vector<std::string>{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                            "A=1", "B=3", "C=4", "HOSTNAME=box", "HOME=/root",
-                                            "TERM=xterm"}));
+  EXPECT_EQ(*env, (std::vector<std::string>{
+                      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=1",
+                      "B=3", "C=4", "HOSTNAME=box", "HOME=/root", "TERM=xterm"}));
   auto own_path = ProcessEnv({"PATH=/x"}, {}, "", "/", false);
   EXPECT_EQ(*own_path, (std::vector<std::string>{"PATH=/x", "HOME=/"}));
   EXPECT_EQ(ProcessEnv({}, {"NOEQUALS"}, "", "/", false).status().code(), Code::kInvalidArgument);

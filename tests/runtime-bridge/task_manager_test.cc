@@ -2,8 +2,6 @@
 // (a task half created, tasks that exited or died while no daemon ran) is cleaned up
 // or brought up to date when the next stratad opens the manager. Real RocksDB store,
 // real overlay snapshots and mounts.
-#include "runtime-bridge/tasks.h"
-
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -16,6 +14,7 @@
 #include "metadata/store.h"
 #include "runtime-bridge/shim.h"
 #include "runtime-bridge/task_record.pb.h"
+#include "runtime-bridge/tasks.h"
 #include "snapshotter/overlay.h"
 
 namespace strata::runtime {
@@ -104,7 +103,8 @@ TEST_F(TaskManagerTest, HalfCreatedTaskIsRemovedAtStart) {
 
 TEST_F(TaskManagerTest, TaskThatExitedWhileNoDaemonRanShowsItsExitCode) {
   pb::TaskRecord r = LeaveTask(std::string(64, 'b'), pb::TASK_STATE_RUNNING);
-  ASSERT_TRUE(fs::WriteFileAtomic(r.bundle() + "/" + ExitFileName(""), "3 1700000000000000000\n").ok());
+  ASSERT_TRUE(
+      fs::WriteFileAtomic(r.bundle() + "/" + ExitFileName(""), "3 1700000000000000000\n").ok());
   Open();
   auto t = manager_->Get(r.name());
   ASSERT_TRUE(t.ok()) << t.status().ToString();
@@ -152,7 +152,8 @@ TEST_F(TaskManagerTest, UnknownTasksAreNotFoundAndAmbiguousPrefixesRefused) {
   EXPECT_EQ(manager_->Get("ab").status().code(), Code::kInvalidArgument);
   EXPECT_TRUE(manager_->Get("ab1").ok());
   EXPECT_EQ(manager_->Start("ab1").status().code(), Code::kFailedPrecondition);
-  EXPECT_EQ(manager_->Exec("ab1", ExecOptions{{"true"}}).status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(manager_->Exec("ab1", ExecOptions{{"true"}}).status().code(),
+            Code::kFailedPrecondition);
 }
 
 }  // namespace

@@ -133,7 +133,8 @@ TEST_F(RemapTest, MetacopyChownCopiesUpOnlyMetadata) {
   struct stat big = Stat("/upper/big");
   EXPECT_EQ(big.st_size, 1 << 20);
   EXPECT_LE(big.st_blocks, 8) << "1 MiB of data was copied up";
-  EXPECT_GE(::lgetxattr((dir_ + "/upper/user-file").c_str(), "trusted.overlay.metacopy", nullptr, 0), 0);
+  EXPECT_GE(
+      ::lgetxattr((dir_ + "/upper/user-file").c_str(), "trusted.overlay.metacopy", nullptr, 0), 0);
 }
 
 TEST_F(RemapTest, PlainChownCopiesUpData) {
