@@ -140,6 +140,22 @@ TaskInfo ToInfo(const pb::TaskRecord& r) {
 
 bool ProcessAlive(int pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
 
+// True when `pid` is still task `id`'s supervisor, not a process that reused its pid
+// (after a reboot, say): its command line names the task's directory.
+bool ShimAlive(int pid, const std::string& id) {
+  if (!ProcessAlive(pid)) return false;
+  auto cmdline = fs::ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
+  return cmdline.ok() && cmdline->find("--task-shim") != std::string::npos &&
+         cmdline->find(id) != std::string::npos;
+}
+
+// True when `pid` is still the task's process: it lives in the task's cgroup.
+bool TaskProcessAlive(int pid, const std::string& id) {
+  if (!ProcessAlive(pid)) return false;
+  auto cgroups = fs::ReadFile("/proc/" + std::to_string(pid) + "/cgroup");
+  return cgroups.ok() && cgroups->find(id) != std::string::npos;
+}
+
 }  // namespace
 
 std::string_view TaskStateName(TaskState state) {
@@ -493,7 +509,7 @@ class TaskManager::Impl {
       r.set_state(pb::TASK_STATE_STOPPED);
       r.set_exit_code(exit->code);
       r.set_finished_unix_nanos(exit->unix_nanos);
-    } else if (!ProcessAlive(r.shim_pid()) && !ProcessAlive(r.pid())) {
+    } else if (!ShimAlive(r.shim_pid(), r.id()) && !TaskProcessAlive(r.pid(), r.id())) {
       // Supervisor and process gone without an exit record (killed, or the machine
       // restarted): the exit code is unknown.
       r.set_state(pb::TASK_STATE_STOPPED);
@@ -697,9 +713,9 @@ class TaskManager::Impl {
     if (res.ok() && res->exit_code != 0) {
       spdlog::debug("task {}: runtime delete: {}", r.id(), Trimmed(*res));
     }
-    if (ProcessAlive(r.shim_pid())) {
+    if (ShimAlive(r.shim_pid(), r.id())) {
       // The container is gone; the shim finishes on its own within seconds.
-      for (int i = 0; i < 100 && ProcessAlive(r.shim_pid()); i++) {
+      for (int i = 0; i < 100 && ShimAlive(r.shim_pid(), r.id()); i++) {
         ReapShims();
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
