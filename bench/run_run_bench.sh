@@ -16,9 +16,11 @@
 #    every contender once, in turn (wall clock of the client command):
 #      ctr run --rm IMAGE ID true
 #      ctr run --rm --uidmap 0:100000:65536 --gidmap 0:100000:65536 IMAGE ID true
-#        (containerd's chown path: the first run chowns a copy of the image's
-#        snapshot chain per mapping and keeps it; later runs reuse it; its first
-#        untimed run is reported apart)
+#        (containerd 1.6's user-namespace path: it prepares a snapshot on the image,
+#        chowns every file through the overlay, commits it as "<chain id>-100000-100000"
+#        and runs the container on top; a later run would reuse that copy, but nothing
+#        references it once the --rm container is gone, so the garbage collector
+#        removes it and every run chowns again)
 #      strata run --rm -q IMAGE true
 #      strata run --rm -q --userns auto IMAGE true   (idmapped layers, a new range each run)
 #    Before each measurement it waits (up to QUIET_WAIT s) until other jobs leave the
@@ -211,10 +213,10 @@ for line in open(sys.argv[1]):
     else:
         rows[(img, who)].append(float(s))
 names = {"ctr": "`ctr run --rm` (overlayfs, runc)",
-         "ctr-uidmap": "`ctr run --rm --uidmap/--gidmap` (chowned copy of the image, cached)",
+         "ctr-uidmap": "`ctr run --rm --uidmap/--gidmap` (chowns a copy of the image)",
          "strata": "`strata run --rm -q` (runc)",
          "strata-userns": "`strata run --rm -q --userns auto` (idmapped layers)"}
-print("| image | command | median (s) | min (s) | max (s) | untimed first run (s) | vs `ctr run` |")
+print("| image | command | median (s) | min (s) | max (s) | untimed first run (s) | time vs `ctr run` |")
 print("|---|---|---:|---:|---:|---:|---:|")
 imgs = []
 for img, _ in rows:
