@@ -198,7 +198,8 @@ done
 busy_runs=$(wc -l <"$E2E_DIR/busy.log")
 echo
 echo "$(nproc) CPUs, $(uname -r); containerd $(containerd --version | awk '{print $3}'), $(runc --version | head -n 1);" \
-  "strata $(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo '?'); medians of $runs runs;" \
+  "$("$STRATAD_BIN" --version) built $(date -u -r "$STRATAD_BIN" '+%F %H:%M UTC') (source tree now at" \
+  "$(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo '?')); medians of $runs runs;" \
   "$busy_runs measurements started while other jobs kept the CPUs over 15% busy."
 for img in $images; do echo "image $img: ${image_note[$img]}"; done
 echo

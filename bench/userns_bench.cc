@@ -260,8 +260,8 @@ Result<double> MeasureOnce(const Tree& tree, RemapMethod method, bool cold,
   for (size_t i = 0; i < tree.layers.size(); i++) {
     lowerdir += (i > 0 ? ":" : "") + tree.layers[i];
   }
-  std::vector<Mount> mounts = {
-      Mount{"overlay", "overlay", "", {"index=off", "workdir=" + work, "upperdir=" + upper, lowerdir}}};
+  std::vector<Mount> mounts = {Mount{
+      "overlay", "overlay", "", {"index=off", "workdir=" + work, "upperdir=" + upper, lowerdir}}};
   strata::runtime::RemapOptions options;
   options.uids = kMapping;
   options.gids = kMapping;
@@ -311,8 +311,8 @@ std::string MachineNote(const std::string& work_dir) {
   if (::statfs(work_dir.c_str(), &fs) == 0) {
     fs_type = fs.f_type == 0xEF53 ? "ext4" : fs.f_type == 0x58465342 ? "xfs" : "other";
   }
-  return std::to_string(std::thread::hardware_concurrency()) + " CPUs, Linux " + u.release +
-         ", " + fs_type + " under " + work_dir;
+  return std::to_string(std::thread::hardware_concurrency()) + " CPUs, Linux " + u.release + ", " +
+         fs_type + " under " + work_dir;
 }
 
 int Run(const Options& options) {
@@ -327,8 +327,8 @@ int Run(const Options& options) {
       std::fprintf(stderr, "userns_bench: %s\n", tree.status().ToString().c_str());
       return 2;
     }
-    std::fprintf(stderr, "%s: %s entries in %zu layer(s), %.1f MB in files\n",
-                 tree->label.c_str(), FormatCount(tree->entries).c_str(), tree->layers.size(),
+    std::fprintf(stderr, "%s: %s entries in %zu layer(s), %.1f MB in files\n", tree->label.c_str(),
+                 FormatCount(tree->entries).c_str(), tree->layers.size(),
                  static_cast<double>(tree->file_bytes) / 1e6);
     trees.push_back(std::move(*tree));
   }
@@ -470,13 +470,13 @@ int Run(const Options& options) {
 int main(int argc, char** argv) {
   Options options;
   CLI::App app{"userns_bench: time of MountRemapped per method against image trees"};
-  app.add_option("trees", options.trees, "[LABEL=]DIR[:DIR...] (layers, top first)")
-      ->required();
+  app.add_option("trees", options.trees, "[LABEL=]DIR[:DIR...] (layers, top first)")->required();
   app.add_option("--work", options.work_dir,
                  "directory for upper/work dirs, on the trees' file system")
       ->required();
-  app.add_option("--runs", options.runs, "runs per figure")->capture_default_str()->check(
-      CLI::Range(1, 100));
+  app.add_option("--runs", options.runs, "runs per figure")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
   app.add_option("--slow-s", options.slow_s,
                  "a method whose first cold run takes longer gets --slow-runs runs")
       ->capture_default_str();
