@@ -48,6 +48,8 @@ if [[ $# -ne 1 ]]; then
   exit 2
 fi
 build_dir=$(realpath "$1")
+# shellcheck source=bench_lib.sh
+source "$(cd "$(dirname "$0")" && pwd)/bench_lib.sh"
 stratad="$build_dir/stratad"
 strata="$build_dir/strata"
 unpack_bench="$build_dir/bench/unpack_bench"
@@ -132,20 +134,6 @@ wait_idle() {
     ((after - before <= 1)) && return 0
   done
   log "warning: pid $1 still busy"
-}
-
-# Copies stdin to stdout with each line prefixed by the seconds since START.
-# Percent of all CPUs busy (not idle, not waiting for I/O) over the next second.
-cpu_busy_percent() {
-  local before after
-  before=$(head -n 1 /proc/stat)
-  sleep 1
-  after=$(head -n 1 /proc/stat)
-  awk -v a="$before" -v b="$after" 'BEGIN {
-    split(a, x); split(b, y); total = 0
-    for (i = 2; i <= 9; i++) total += y[i] - x[i]
-    idle = (y[5] - x[5]) + (y[6] - x[6])
-    printf "%d", (total > 0 ? 100 * (total - idle) / total : 0) }'
 }
 
 # Waits up to QUIET_WAIT seconds for the machine to be quiet (other jobs share these
