@@ -1,6 +1,9 @@
 #include "core/digest.h"
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <vector>
 
 #include "core/fs.h"
 #include "core/quote.h"
@@ -84,6 +87,19 @@ Result<std::string> Sha256DigestOfFile(const std::string& path) {
   RETURN_IF_ERROR(
       fs::ReadFileChunks(path, 1 << 20, [&](std::string_view piece) { h.Update(piece); }));
   return h.Digest();
+}
+
+std::string RandomHex(size_t bytes) {
+  std::vector<unsigned char> buf(bytes);
+  RAND_bytes(buf.data(), static_cast<int>(buf.size()));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes * 2);
+  for (unsigned char b : buf) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
 }
 
 }  // namespace strata

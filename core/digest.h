@@ -37,4 +37,7 @@ std::string Sha256Digest(std::string_view data);
 // "sha256:<hex>" of the file at `path`, read in 1 MiB pieces.
 Result<std::string> Sha256DigestOfFile(const std::string& path);
 
+// `bytes` random bytes (OpenSSL's generator) as lower-case hex: ids, unique suffixes.
+std::string RandomHex(size_t bytes);
+
 }  // namespace strata

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -259,6 +260,23 @@ Status ReadFileChunks(const std::string& path, size_t chunk_bytes,
     fn(std::string_view(buf.data(), static_cast<size_t>(n)));
   }
   ::close(fd);
+  return Status::Ok();
+}
+
+Status WriteAll(int fd, std::string_view data, std::string_view what) {
+  bool socket = true;
+  while (!data.empty()) {
+    ssize_t n = socket ? ::send(fd, data.data(), data.size(), MSG_NOSIGNAL) : -1;
+    if (n < 0 && (!socket || errno == ENOTSOCK)) {
+      socket = false;
+      n = ::write(fd, data.data(), data.size());
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, what);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
   return Status::Ok();
 }
 

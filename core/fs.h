@@ -30,6 +30,11 @@ Status SyncDir(const std::string& path);
 // fsync of the directory.
 Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t mode = 0644);
 
+// Writes all of `data` to `fd`, across short writes and EINTR. A socket is written with
+// MSG_NOSIGNAL: a peer that went away is an error (EPIPE), not a SIGPIPE. Errors are
+// FromErrno statuses naming `what` (ENOSPC/EDQUOT: ResourceExhausted).
+Status WriteAll(int fd, std::string_view data, std::string_view what);
+
 // Reads a whole (small) file.
 Result<std::string> ReadFile(const std::string& path);
 

@@ -58,6 +58,7 @@ Status Status::FromErrno(int err, std::string_view what) {
     case EPERM:
       return {Code::kPermissionDenied, std::move(msg)};
     case ENOSPC:
+    case EDQUOT:
       return {Code::kResourceExhausted, std::move(msg)};
     default:
       return Internal(std::move(msg));

@@ -28,6 +28,18 @@ std::vector<std::string> StringArray(const json& j, const char* key) {
 
 std::string EnvKey(const std::string& kv) { return kv.substr(0, kv.find('=')); }
 
+// Sets KEY=VALUE `kv` in `env`: replaces the entry with the same KEY, else appends.
+void SetEnv(std::vector<std::string>& env, const std::string& kv) {
+  const std::string key = EnvKey(kv);
+  auto it =
+      std::find_if(env.begin(), env.end(), [&](const std::string& e) { return EnvKey(e) == key; });
+  if (it != env.end()) {
+    *it = kv;
+  } else {
+    env.push_back(kv);
+  }
+}
+
 bool HasKey(const std::vector<std::string>& env, const std::string& key) {
   return std::any_of(env.begin(), env.end(),
                      [&](const std::string& kv) { return EnvKey(kv) == key; });
@@ -94,22 +106,12 @@ Result<std::vector<std::string>> ProcessEnv(const std::vector<std::string>& imag
                                             const std::string& hostname, const std::string& home,
                                             bool terminal) {
   std::vector<std::string> env;
-  auto set = [&env](const std::string& kv) {
-    const std::string key = EnvKey(kv);
-    auto it = std::find_if(env.begin(), env.end(),
-                           [&](const std::string& e) { return EnvKey(e) == key; });
-    if (it != env.end()) {
-      *it = kv;
-    } else {
-      env.push_back(kv);
-    }
-  };
   if (!HasKey(image_env, "PATH") && !HasKey(overrides, "PATH")) {
     env.push_back(std::string("PATH=") + kDefaultPath);
   }
   for (const auto& kv : image_env) {
     if (kv.find('=') == std::string::npos || kv[0] == '=') continue;  // ignore junk from the image
-    set(kv);
+    SetEnv(env, kv);
   }
   for (const auto& kv : overrides) {
     if (kv.find('=') == std::string::npos || kv[0] == '=') {
@@ -118,7 +120,7 @@ Result<std::vector<std::string>> ProcessEnv(const std::vector<std::string>& imag
     if (kv.find('\0') != std::string::npos) {
       return Status::InvalidArgument("environment entry contains a NUL byte");
     }
-    set(kv);
+    SetEnv(env, kv);
   }
   if (!hostname.empty() && !HasKey(env, "HOSTNAME")) env.push_back("HOSTNAME=" + hostname);
   if (!HasKey(env, "HOME")) env.push_back("HOME=" + (home.empty() ? std::string("/") : home));
@@ -304,16 +306,7 @@ json ExecProcess(const json& spec, const std::vector<std::string>& args,
   process["args"] = args;
   process["terminal"] = terminal;
   std::vector<std::string> merged = process.value("env", std::vector<std::string>{});
-  for (const auto& kv : env) {
-    const std::string key = EnvKey(kv);
-    auto it = std::find_if(merged.begin(), merged.end(),
-                           [&](const std::string& e) { return EnvKey(e) == key; });
-    if (it != merged.end()) {
-      *it = kv;
-    } else {
-      merged.push_back(kv);
-    }
-  }
+  for (const auto& kv : env) SetEnv(merged, kv);
   if (terminal && !HasKey(merged, "TERM")) merged.push_back("TERM=xterm");
   process["env"] = merged;
   if (!cwd.empty()) process["cwd"] = cwd;

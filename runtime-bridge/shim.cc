@@ -43,21 +43,6 @@ void ReportStatus(int& status_fd, const std::string& line) {
   status_fd = -1;
 }
 
-// Writes all of `data` to blocking fd `fd`; false on error.
-bool WriteAll(int fd, const char* data, size_t size) {
-  while (size > 0) {
-    ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL);
-    if (n < 0 && errno == ENOTSOCK) n = ::write(fd, data, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
 Result<int> ListenInDir(int dir_fd, const std::string& name) {
   std::string path = "/proc/self/fd/" + std::to_string(dir_fd) + "/" + name;
   ::unlink(path.c_str());
@@ -375,7 +360,7 @@ class Shim {
   void Broadcast(const std::string& frame) {
     std::vector<int> gone;
     for (auto& [fd, decoder] : clients_) {
-      if (!WriteAll(fd, frame.data(), frame.size())) gone.push_back(fd);
+      if (!fs::WriteAll(fd, frame, "attach client").ok()) gone.push_back(fd);
     }
     for (int fd : gone) DropClient(fd);
   }

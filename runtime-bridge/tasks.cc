@@ -1,7 +1,6 @@
 #include "runtime-bridge/tasks.h"
 
 #include <fcntl.h>
-#include <openssl/rand.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -19,6 +18,7 @@
 #include <thread>
 
 #include "core/clock.h"
+#include "core/digest.h"
 #include "core/fs.h"
 #include "core/mount.h"
 #include "core/subprocess.h"
@@ -46,18 +46,6 @@ using json = nlohmann::json;
 constexpr char kLabelGcRoot[] = "containerd.io/gc.root";
 constexpr char kLabelTask[] = "strata.io/task";
 constexpr uint32_t kAutoRangeSize = 65536;
-
-std::string RandomHex(size_t bytes) {
-  std::vector<unsigned char> buf(bytes);
-  RAND_bytes(buf.data(), static_cast<int>(buf.size()));
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : buf) {
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 15]);
-  }
-  return out;
-}
 
 bool ValidName(const std::string& name) {
   if (name.empty() || name.size() > 128) return false;
@@ -300,7 +288,8 @@ class TaskManager::Impl {
       tasks_[r.id()] = r;
     }
 
-    Status s = Build(r, opt, config, args, binds, uid_map, gid_map, forced_method);
+    Status s = Build(r, opt, layout.chain_ids.back(), config, args, binds, uid_map, gid_map,
+                     forced_method);
     if (!s.ok()) {
       Status cleanup = Teardown(r);
       if (!cleanup.ok())
@@ -310,27 +299,24 @@ class TaskManager::Impl {
     return ToInfo(r);
   }
 
-  // Snapshot, rootfs, config.json, shim.
-  Status Build(pb::TaskRecord& r, const CreateOptions& opt, const ImageConfig& config,
-               const std::vector<std::string>& args, const std::vector<BindMount>& binds,
-               const std::optional<IdMap>& uid_map, const std::optional<IdMap>& gid_map,
-               std::optional<RemapMethod> forced_method) {
+  // Snapshot on the image's top layer `top_chain_id`, rootfs, config.json, shim.
+  Status Build(pb::TaskRecord& r, const CreateOptions& opt, const std::string& top_chain_id,
+               const ImageConfig& config, const std::vector<std::string>& args,
+               const std::vector<BindMount>& binds, const std::optional<IdMap>& uid_map,
+               const std::optional<IdMap>& gid_map, std::optional<RemapMethod> forced_method) {
     const std::string bundle = r.bundle();
     const std::string rootfs = bundle + "/rootfs";
     RETURN_IF_ERROR(fs::MakeDirs(bundle, 0711));
     RETURN_IF_ERROR(fs::MakeDirs(rootfs, 0755));
     RETURN_IF_ERROR(fs::MakeDirs(r.runtime_root(), 0700));
 
-    auto image = images_->Get(r.image());
-    if (!image.ok()) return image.status();
-    ASSIGN_OR_RETURN(transfer::ImageLayout layout, puller_->Layout(*image, opt.platform));
     auto snapshots = overlay_->ForName(r.snapshotter());
     snapshotter::Labels labels;
     const int64_t now = NowUnixNanos();
     labels[kLabelGcRoot] = std::to_string(now);
     labels[kLabelTask] = r.id();
     ASSIGN_OR_RETURN(std::vector<Mount> mounts,
-                     snapshots->Prepare(r.snapshot_key(), layout.chain_ids.back(), labels));
+                     snapshots->Prepare(r.snapshot_key(), top_chain_id, labels));
     if (uid_map) {
       RemapOptions remap;
       remap.uids = *uid_map;

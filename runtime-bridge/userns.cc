@@ -1,7 +1,7 @@
 #include "runtime-bridge/userns.h"
 
 #include <fcntl.h>
-#include <ftw.h>
+#include <fts.h>
 #include <linux/mount.h>
 #include <sched.h>
 #include <signal.h>
@@ -15,7 +15,6 @@
 #include <charconv>
 #include <cstring>
 #include <limits>
-#include <mutex>
 
 #include "core/fs.h"
 
@@ -147,16 +146,6 @@ Status MountChowned(const Mount& m, const std::string& target, const RemapOption
   return Status::Ok();
 }
 
-// nftw has no user argument; ShiftOwnership serialises its walks.
-struct ShiftState {
-  IdMap uids, gids;
-  uint64_t changed = 0;
-  int error = 0;
-  std::string error_path;
-};
-ShiftState* g_shift = nullptr;
-std::mutex g_shift_mu;
-
 uint32_t ShiftId(uint32_t id, const IdMap& map, bool* inside) {
   if (id >= map.container_id && id - map.container_id < map.size) {
     *inside = true;
@@ -166,32 +155,24 @@ uint32_t ShiftId(uint32_t id, const IdMap& map, bool* inside) {
   return id;
 }
 
-int ShiftOne(const char* path, const struct stat* st, int type, struct FTW*) {
-  if (type == FTW_NS || type == FTW_DNR) {
-    g_shift->error = errno != 0 ? errno : EACCES;
-    g_shift->error_path = path;
-    return 1;
-  }
+// Shifts one entry's owner; returns whether it changed.
+Result<bool> ShiftEntry(const char* path, const struct stat& st, const IdMap& uids,
+                        const IdMap& gids) {
   bool uid_in = false, gid_in = false;
-  uid_t uid = ShiftId(st->st_uid, g_shift->uids, &uid_in);
-  gid_t gid = ShiftId(st->st_gid, g_shift->gids, &gid_in);
-  if (!uid_in && !gid_in) return 0;
+  uid_t uid = ShiftId(st.st_uid, uids, &uid_in);
+  gid_t gid = ShiftId(st.st_gid, gids, &gid_in);
+  if (!uid_in && !gid_in) return false;
   if (::lchown(path, uid_in ? uid : static_cast<uid_t>(-1),
                gid_in ? gid : static_cast<gid_t>(-1)) != 0) {
-    g_shift->error = errno;
-    g_shift->error_path = path;
-    return 1;
+    return Status::FromErrno(errno, std::string("chown ") + path);
   }
   // chown drops set-id bits of non-directories; the image meant them.
-  if (!S_ISLNK(st->st_mode) && (st->st_mode & (S_ISUID | S_ISGID)) != 0) {
-    if (::chmod(path, st->st_mode & 07777) != 0) {
-      g_shift->error = errno;
-      g_shift->error_path = path;
-      return 1;
+  if (!S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)) != 0) {
+    if (::chmod(path, st.st_mode & 07777) != 0) {
+      return Status::FromErrno(errno, std::string("chmod ") + path);
     }
   }
-  g_shift->changed++;
-  return 0;
+  return true;
 }
 
 }  // namespace
@@ -347,22 +328,38 @@ Result<RemapMethod> MountRemapped(const std::vector<Mount>& mounts, const std::s
 }
 
 Result<uint64_t> ShiftOwnership(const std::string& dir, const IdMap& uids, const IdMap& gids) {
-  std::lock_guard<std::mutex> lock(g_shift_mu);
-  ShiftState state;
-  state.uids = uids;
-  state.gids = gids;
-  g_shift = &state;
-  errno = 0;
-  // Not FTW_MOUNT: overlayfs reports the st_dev of the layer a file comes from when its
+  // Not FTS_XDEV: overlayfs reports the st_dev of the layer a file comes from when its
   // layers sit on different filesystems (a FUSE lazy layer), so files would look like
   // other mounts. A freshly mounted rootfs has no mounts below it.
-  int rc = ::nftw(dir.c_str(), ShiftOne, 64, FTW_PHYS);
-  g_shift = nullptr;
-  if (rc != 0) {
-    if (state.error != 0) return Status::FromErrno(state.error, "chown " + state.error_path);
-    return Status::FromErrno(errno, "walk " + dir);
+  char* roots[] = {const_cast<char*>(dir.c_str()), nullptr};
+  FTS* walk = ::fts_open(roots, FTS_PHYSICAL | FTS_NOCHDIR, nullptr);
+  if (walk == nullptr) return Status::FromErrno(errno, "walk " + dir);
+  uint64_t changed = 0;
+  Status status;
+  while (true) {
+    errno = 0;
+    FTSENT* e = ::fts_read(walk);
+    if (e == nullptr) {
+      // The end, or an error: only errno tells them apart.
+      if (errno != 0) status = Status::FromErrno(errno, "walk " + dir);
+      break;
+    }
+    if (e->fts_info == FTS_DP) continue;  // directories are handled on the way down
+    if (e->fts_info == FTS_NS || e->fts_info == FTS_DNR || e->fts_info == FTS_ERR) {
+      status = Status::FromErrno(e->fts_errno != 0 ? e->fts_errno : EACCES,
+                                 std::string("walk ") + e->fts_path);
+      break;
+    }
+    auto shifted = ShiftEntry(e->fts_path, *e->fts_statp, uids, gids);
+    if (!shifted.ok()) {
+      status = shifted.status();
+      break;
+    }
+    changed += *shifted ? 1 : 0;
   }
-  return state.changed;
+  ::fts_close(walk);
+  if (!status.ok()) return status;
+  return changed;
 }
 
 }  // namespace strata::runtime

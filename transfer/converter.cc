@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <sstream>
 
 #include "core/digest.h"
@@ -27,13 +26,6 @@ constexpr char kGcContentPrefix[] = "containerd.io/gc.ref.content.";
 constexpr char kOciLayerGzip[] = "application/vnd.oci.image.layer.v1.tar+gzip";
 constexpr char kOciConfig[] = "application/vnd.oci.image.config.v1+json";
 constexpr char kRefNameAnnotation[] = "org.opencontainers.image.ref.name";
-
-std::string Nonce() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
-  return buf;
-}
 
 std::string BlobPath(const std::string& dir, const std::string& digest) {
   size_t colon = digest.find(':');
@@ -138,7 +130,7 @@ Status ExportBlob(ContentStore& content, const std::string& dir, const std::stri
   if (fs::Exists(path)) return Status::Ok();
   RETURN_IF_ERROR(fs::MakeDirs(path.substr(0, path.rfind('/')), 0755));
   ASSIGN_OR_RETURN(std::unique_ptr<ContentReader> reader, content.OpenReader(digest));
-  const std::string tmp = path + ".tmp-" + Nonce();
+  const std::string tmp = path + ".tmp-" + RandomHex(8);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return Status::FromErrno(errno, "create " + tmp);
   std::string buf(1 << 20, '\0');
@@ -208,7 +200,7 @@ Result<std::pair<registry::Descriptor, std::string>> ConvertLayer(
   ASSIGN_OR_RETURN(std::unique_ptr<ContentReader> reader, content.OpenReader(layer.digest));
   ASSIGN_OR_RETURN(std::unique_ptr<ByteSource> input,
                    Decompress(NewContentSource(std::move(reader)), compression));
-  const std::string ingest = "convert-" + layer.digest + "-" + Nonce();
+  const std::string ingest = "convert-" + layer.digest + "-" + RandomHex(8);
   ASSIGN_OR_RETURN(std::unique_ptr<ContentWriter> writer,
                    content.OpenWriter(ingest, "", kUnknownSize));
   Result<lazy::stargz::EstargzResult> converted = lazy::stargz::ConvertLayerToEstargz(
@@ -310,7 +302,7 @@ Result<ConvertResult> ConvertImage(Puller& puller, ContentStore& content, ImageS
   config["rootfs"]["diff_ids"] = diff_ids;
   const std::string config_json = config.dump();
   ASSIGN_OR_RETURN(ContentInfo config_info,
-                   WriteContent(content, "convert-config-" + Nonce(), config_json, {}));
+                   WriteContent(content, "convert-config-" + RandomHex(8), config_json, {}));
   converted.config.media_type = kOciConfig;
   converted.config.digest = config_info.digest;
   converted.config.size = config_info.size_bytes;
@@ -329,7 +321,7 @@ Result<ConvertResult> ConvertImage(Puller& puller, ContentStore& content, ImageS
     refs[std::string(kGcContentPrefix) + "l." + std::to_string(i)] = converted.layers[i].digest;
   }
   ASSIGN_OR_RETURN(ContentInfo manifest_info,
-                   WriteContent(content, "convert-manifest-" + Nonce(), manifest_json, refs));
+                   WriteContent(content, "convert-manifest-" + RandomHex(8), manifest_json, refs));
   registry::Descriptor manifest_desc;
   manifest_desc.media_type = registry::kMediaTypeOciManifest;
   manifest_desc.digest = manifest_info.digest;

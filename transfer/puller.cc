@@ -7,7 +7,6 @@
 #include <atomic>
 #include <deque>
 #include <optional>
-#include <random>
 #include <thread>
 
 #include "core/clock.h"
@@ -38,10 +37,7 @@ constexpr auto kPullProtection = std::chrono::hours(6);
 
 // A key for the active snapshot a layer is unpacked into; unique per attempt.
 std::string ExtractKey(const std::string& chain_id) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  char nonce[17];
-  std::snprintf(nonce, sizeof(nonce), "%016llx", static_cast<unsigned long long>(rng()));
-  return std::string("extract-") + nonce + " " + chain_id;
+  return "extract-" + RandomHex(8) + " " + chain_id;
 }
 
 Labels DistributionSource(const Reference& ref) {

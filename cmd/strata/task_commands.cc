@@ -20,6 +20,7 @@
 #include "cmd/strata/progress.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/fs.h"
 #include "core/unique_fd.h"
 #include "runtime-bridge/attach.h"
 #include "runtime-bridge/oci_spec.h"
@@ -136,18 +137,9 @@ class RawTerminal {
   bool active_ = false;
 };
 
-bool WriteAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
+// Output and frames; a failed write (closed stdout, the supervisor gone) ends nothing
+// here: the relay notices the closed socket, and the exit code still counts.
+void WriteAll(int fd, std::string_view data) { (void)fs::WriteAll(fd, data, "write"); }
 
 std::string ResizeFrame() {
   struct winsize ws {};
@@ -388,9 +380,6 @@ void AddTaskCommands(CLI::App& app, Context& ctx, std::function<void(std::functi
         if (f->pull != "missing" && f->pull != "always" && f->pull != "never") {
           return Fail("run: --pull must be missing, always or never");
         }
-        if (f->detach && (f->tty && f->interactive)) {
-          // Allowed by Docker (attach later); strata has no attach: keep stdin open anyway.
-        }
         std::string name;
         grpc::Status st = EnsureImage(ctx, f->image, f->platform, f->pull, f->quiet, &name);
         if (!st.ok()) return Fail("run: image " + f->image, st);
@@ -542,8 +531,7 @@ void AddTaskCommands(CLI::App& app, Context& ctx, std::function<void(std::functi
         auto fd = runtime::ConnectInDir(resp.bundle(), resp.socket());
         if (!fd.ok()) return Fail("exec: attach: " + fd.status().message());
         UniqueFd sock(*fd);
-        if (f->detach) return 0;  // connecting started it; it runs on without us
-        const std::string id = f->task;
+        if (f->detach) return 0;    // connecting started it; it runs on without us
         auto forward = [](int) {};  // signals reach an exec through its terminal or not at all
         int code = Relay(sock.get(), f->interactive, f->tty, forward);
         return code < 0 ? 255 : code;

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "core/digest.h"
+#include "core/fs.h"
 #include "core/quote.h"
 #include "lazy/stargz/toc.h"
 #include "transfer/root_dir.h"
@@ -601,22 +602,6 @@ std::unordered_set<std::string> SelectPrioritized(const LayerIndex& index,
   return selected;
 }
 
-Status WriteAll(int fd, const char* data, size_t n) {
-  while (n > 0) {
-    ssize_t wrote = ::write(fd, data, n);
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote < 0) {
-      if (errno == ENOSPC || errno == EDQUOT) {
-        return Status(Code::kResourceExhausted, "spool file system is full");
-      }
-      return Status::FromErrno(errno, "write spool file");
-    }
-    data += wrote;
-    n -= static_cast<size_t>(wrote);
-  }
-  return Status::Ok();
-}
-
 // Passes `in` through, copying every byte to `fd`.
 class TeeSource : public transfer::ByteSource {
  public:
@@ -624,7 +609,7 @@ class TeeSource : public transfer::ByteSource {
 
   Result<size_t> Read(char* buf, size_t n) override {
     ASSIGN_OR_RETURN(size_t got, in_.Read(buf, n));
-    RETURN_IF_ERROR(WriteAll(fd_, buf, got));
+    RETURN_IF_ERROR(fs::WriteAll(fd_, std::string_view(buf, got), "write spool file"));
     return got;
   }
 

@@ -152,8 +152,9 @@ TEST_F(TaskManagerTest, UnknownTasksAreNotFoundAndAmbiguousPrefixesRefused) {
   EXPECT_EQ(manager_->Get("ab").status().code(), Code::kInvalidArgument);
   EXPECT_TRUE(manager_->Get("ab1").ok());
   EXPECT_EQ(manager_->Start("ab1").status().code(), Code::kFailedPrecondition);
-  EXPECT_EQ(manager_->Exec("ab1", ExecOptions{{"true"}}).status().code(),
-            Code::kFailedPrecondition);
+  ExecOptions exec;
+  exec.args = {"true"};
+  EXPECT_EQ(manager_->Exec("ab1", exec).status().code(), Code::kFailedPrecondition);
 }
 
 }  // namespace
