@@ -32,7 +32,6 @@ std::string BlobPath(const std::string& dir, const std::string& digest) {
   return dir + "/blobs/" + digest.substr(0, colon) + "/" + digest.substr(colon + 1);
 }
 
-
 void Say(const ProgressSink& progress, const std::string& message) {
   if (!progress) return;
   PullProgress p;
@@ -44,8 +43,8 @@ void Say(const ProgressSink& progress, const std::string& message) {
 Status ImportBlob(ContentStore& content, const std::string& dir, const registry::Descriptor& desc,
                   const Labels& labels) {
   RETURN_IF_ERROR(ValidateDigest(desc.digest));
-  Result<std::unique_ptr<ContentWriter>> writer =
-      content.OpenWriter("import-" + desc.digest, desc.digest, desc.size > 0 ? desc.size : kUnknownSize);
+  Result<std::unique_ptr<ContentWriter>> writer = content.OpenWriter(
+      "import-" + desc.digest, desc.digest, desc.size > 0 ? desc.size : kUnknownSize);
   if (writer.status().IsAlreadyExists()) return AddContentLabels(content, desc.digest, labels);
   RETURN_IF_ERROR(writer.status());
   const std::string path = BlobPath(dir, desc.digest);
@@ -81,7 +80,8 @@ Result<Image> ImportOciLayout(ContentStore& content, const std::string& dir, con
   std::vector<registry::Descriptor> candidates;
   for (const auto& m : index.manifests) {
     auto name = m.annotations.find(kRefNameAnnotation);
-    if (tag.empty() || (name != m.annotations.end() && name->second == tag)) candidates.push_back(m);
+    if (tag.empty() || (name != m.annotations.end() && name->second == tag))
+      candidates.push_back(m);
   }
   if (candidates.empty()) {
     return Status::NotFound("OCI layout " + dir + " has no image" +
@@ -158,7 +158,8 @@ Status ExportBlob(ContentStore& content, const std::string& dir, const std::stri
   }
   if (st.ok() && ::fsync(fd) != 0) st = Status::FromErrno(errno, "fsync " + tmp);
   ::close(fd);
-  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = Status::FromErrno(errno, "rename " + tmp);
+  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0)
+    st = Status::FromErrno(errno, "rename " + tmp);
   if (!st.ok()) ::unlink(tmp.c_str());
   return st;
 }
@@ -340,8 +341,8 @@ Result<ConvertResult> ConvertImage(Puller& puller, ContentStore& content, ImageS
     ASSIGN_OR_RETURN(registry::Reference ref, registry::ParseReference(request.target));
     result.image.name = ref.String();
     Result<Image> existing = images.Get(result.image.name);
-    Result<Image> stored = existing.ok() ? images.Update(result.image, {"target"})
-                                         : images.Create(result.image);
+    Result<Image> stored =
+        existing.ok() ? images.Update(result.image, {"target"}) : images.Create(result.image);
     if (!stored.ok()) return stored.status().WithContext("record image " + result.image.name);
     result.image = *stored;
   }
