@@ -1,6 +1,7 @@
 #include "metadata/store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
@@ -9,6 +10,7 @@
 #include "core/fs.h"
 #include "core/quote.h"
 #include "metadata/records.pb.h"
+#include "metadata/wal_file_system.h"
 
 namespace strata::metadata {
 namespace {
@@ -232,9 +234,11 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   options.max_background_jobs = 2;
   options.keep_log_file_num = 4;
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
-  // WAL files are not recycled: appending makes each fdatasync also commit the
-  // filesystem journal (ext4, xfs), which carries the directories created for a
-  // snapshot before its record. A recycled log would skip that journal commit.
+  // The write-ahead log grows in zero-filled chunks (see wal_file_system.h): its
+  // fdatasync is then one data flush, without a file system journal commit.
+  store->env_ =
+      rocksdb::NewCompositeEnv(NewWalPreallocatingFileSystem(rocksdb::FileSystem::Default()));
+  options.env = store->env_.get();
 
   // Open every family present (a newer schema may have added some) so that the schema
   // check below, not RocksDB, decides whether we can use the store.
@@ -242,9 +246,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   rocksdb::Status ls = rocksdb::DB::ListColumnFamilies(options, path, &families);
   if (!ls.ok()) families = {rocksdb::kDefaultColumnFamilyName};
   // Families this version added to schema 1 are created here when missing.
-  for (const char* name :
-       {kMetaFamily, kSnapshotsFamily, kChildrenFamily, kContentFamily, kImagesFamily,
-        kTasksFamily}) {
+  for (const char* name : {kMetaFamily, kSnapshotsFamily, kChildrenFamily, kContentFamily,
+                           kImagesFamily, kTasksFamily}) {
     if (std::find(families.begin(), families.end(), name) == families.end()) {
       families.emplace_back(name);
     }

@@ -23,6 +23,10 @@
 // returns once the log is fsynced up to that ticket. Concurrent callers share one
 // fsync, so N writers waiting together cost one disk flush, not N. Commit() is
 // Apply() + WaitDurable() for callers that do not need to release a lock in between.
+// The log is written into zero-filled space allocated ahead (wal_file_system.h), so
+// that fsync is one data flush, not a flush plus a file system journal commit. It
+// makes the store's records durable, nothing else: directories created beside a
+// record are not made durable by it (snapshotter/overlay.cc recreates them at start).
 //
 // Thread safety: a Store is safe for concurrent use from many threads.
 #pragma once
@@ -41,6 +45,7 @@
 
 namespace rocksdb {
 class DB;
+class Env;
 class ColumnFamilyHandle;
 }  // namespace rocksdb
 
@@ -186,6 +191,7 @@ class Store {
 
   std::string path_;
   uint32_t schema_version_ = 0;
+  std::unique_ptr<rocksdb::Env> env_;  // outlives db_
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;

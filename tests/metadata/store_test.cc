@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -677,6 +679,136 @@ TEST_F(StoreTest, UndecodableContentAndImageRecordsAreDataLossNamingKey) {
   auto images = store->LoadImages();
   EXPECT_EQ(images.status().code(), Code::kDataLoss);
   EXPECT_NE(images.status().message().find("broken-image"), std::string::npos);
+}
+
+// ---- The write-ahead log grows in zero-filled chunks (wal_file_system.h) -------------
+
+class WalTest : public StoreTest {
+ protected:
+  // Commits `n` snapshot records in a child process that then ends without closing the
+  // store, as a killed daemon: its log keeps its zero-filled tail.
+  void CommitThenDie(int n) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      auto store = Store::Open(path_);
+      if (!store.ok()) ::_exit(1);
+      for (int i = 1; i <= n; i++) {
+        Batch b;
+        b.PutSnapshot(Record("k" + std::to_string(i), static_cast<uint64_t>(i)));
+        if (!(*store)->Commit(b).ok()) ::_exit(2);
+      }
+      ::_exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+
+  std::string OnlyLog() {
+    auto logs = FilesWithSuffix(".log");
+    EXPECT_EQ(logs.size(), 1u);
+    return logs.empty() ? "" : logs[0];
+  }
+
+  std::vector<std::string> FilesWithSuffix(const std::string& suffix) {
+    std::vector<std::string> out;
+    for (const auto& f : FilesStartingWith("")) {
+      if (f.size() > suffix.size() && f.ends_with(suffix)) out.push_back(f);
+    }
+    return out;
+  }
+
+  void ExpectRecords(Store& store, size_t n) {
+    auto records = store.LoadSnapshots();
+    ASSERT_TRUE(records.ok()) << records.status().ToString();
+    ASSERT_EQ(records->size(), n);
+    std::set<std::string> keys;
+    for (const auto& r : *records) keys.insert(r.key);
+    for (size_t i = 1; i <= n; i++) EXPECT_EQ(keys.count("k" + std::to_string(i)), 1u) << i;
+  }
+};
+
+// The last non-zero byte of `data` plus one: where the log's records end.
+size_t EndOfRecords(const std::string& data) {
+  size_t end = data.size();
+  while (end > 0 && data[end - 1] == '\0') end--;
+  return end;
+}
+
+TEST_F(WalTest, LogOfAKilledWriterEndsInZeroFilledSpaceAndKeepsEveryRecord) {
+  CommitThenDie(200);
+  std::string log = OnlyLog();
+  ASSERT_FALSE(log.empty());
+  std::ifstream in(log, std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(data.size(), 1u << 20) << "the log owns one zero-filled chunk";
+  EXPECT_LT(EndOfRecords(data), data.size() / 2) << "200 small records fill little of it";
+
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ExpectRecords(*store, 200);
+}
+
+TEST_F(WalTest, TornRecordInTheZeroFilledTailLosesOnlyItself) {
+  CommitThenDie(50);
+  std::string log = OnlyLog();
+  ASSERT_FALSE(log.empty());
+  std::string data;
+  {
+    std::ifstream in(log, std::ios::binary);
+    data.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  // A write cut short by a crash: the first bytes of a record header, no payload.
+  size_t end = EndOfRecords(data);
+  ASSERT_LT(end + 16, data.size());
+  {
+    std::fstream out(log, std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(static_cast<std::streamoff>(end));
+    out.write("\x12\x34\x56\x78\x40\x00\x01garbage", 14);
+  }
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ExpectRecords(*store, 50);
+    Batch b;
+    b.PutSnapshot(Record("k51", 51));
+    ASSERT_TRUE(store->Commit(b).ok());
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ExpectRecords(*store, 51);
+}
+
+TEST_F(WalTest, LogsGrowChunkByChunkAndCloseAtTheirLength) {
+  std::string value(5000, 'v');
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    // About 1.5 MiB of records: more than one chunk.
+    for (int i = 1; i <= 300; i++) {
+      SnapshotRecord r = Record("k" + std::to_string(i), static_cast<uint64_t>(i));
+      r.labels["big"] = value;
+      Batch b;
+      b.PutSnapshot(r);
+      ASSERT_TRUE(store->Commit(b).ok());
+    }
+    std::string log = OnlyLog();
+    struct stat st;
+    ASSERT_EQ(::stat(log.c_str(), &st), 0);
+    EXPECT_EQ(st.st_size, 2 << 20) << "two chunks while open";
+  }
+  // Closed: the unused tail is gone, and the records are all there.
+  auto logs = FilesWithSuffix(".log");
+  ASSERT_FALSE(logs.empty());
+  for (const auto& log : logs) {
+    struct stat st;
+    ASSERT_EQ(::stat(log.c_str(), &st), 0);
+    EXPECT_NE(st.st_size % (1 << 20), 0) << log << " kept its zero-filled tail";
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ExpectRecords(*store, 300);
 }
 
 }  // namespace
