@@ -301,6 +301,11 @@ bool Exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
+bool Missing(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) != 0 && (errno == ENOENT || errno == ENOTDIR);
+}
+
 Result<DiskUsage> UsageOf(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "lstat " + path);

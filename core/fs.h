@@ -46,6 +46,9 @@ Status ReadFileChunks(const std::string& path, size_t chunk_bytes,
 Result<std::vector<std::string>> ListDir(const std::string& path);
 
 bool Exists(const std::string& path);
+// True only when `path` (not followed if a symlink) does not exist (ENOENT, ENOTDIR);
+// false when it exists or cannot be looked at (a dead FUSE mount: ENOTCONN).
+bool Missing(const std::string& path);
 
 struct DiskUsage {
   int64_t size_bytes = 0;  // allocated bytes (st_blocks * 512), each inode counted once

@@ -3,13 +3,14 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <mutex>
@@ -94,6 +95,7 @@ class OverlayImpl : public Overlay {
   OverlayImpl(std::string root, metadata::Store* store, OverlayOptions options)
       : root_(std::move(root)), store_(store), options_(options) {
     snapshots_dir_ = root_ + "/snapshots";
+    spares_dir_ = root_ + "/spares";
     index_off_ = OverlayIndexParameterExists();
     userxattr_ = RunningInUserNamespace();
   }
@@ -105,15 +107,8 @@ class OverlayImpl : public Overlay {
   Status Load() {
     RETURN_IF_ERROR(fs::MakeDirs(root_, 0700));
     RETURN_IF_ERROR(fs::MakeDirs(snapshots_dir_, 0700));
-    // On ext4 and xfs the fdatasync that makes a record durable also commits the
-    // journal holding the directories created before it; elsewhere (btrfs, ...) the
-    // new directories are fsynced explicitly before their record is written.
-    struct statfs sfs;
-    if (::statfs(snapshots_dir_.c_str(), &sfs) == 0) {
-      constexpr long kExt4 = 0xEF53, kXfs = 0x58465342, kTmpfs = 0x01021994;
-      long type = static_cast<long>(sfs.f_type);
-      sync_directories_ = type != kExt4 && type != kXfs && type != kTmpfs;
-    }
+    // Spares left by the previous run are not trusted (one may be half made).
+    RETURN_IF_ERROR(fs::RemoveAll(spares_dir_));
     ASSIGN_OR_RETURN(auto records, store_->LoadSnapshots());
     ASSIGN_OR_RETURN(next_id_, store_->NextSnapshotId());
     for (auto& r : records) {
@@ -133,8 +128,52 @@ class OverlayImpl : public Overlay {
       spdlog::warn("start-up cleanup incomplete (retried by the next Cleanup): {}",
                    cleaned.ToString());
     }
+    RETURN_IF_ERROR(RecreateMissingDirectories());
     if (options_.background_cleanup) {
       remover_ = std::thread([this] { RemoverLoop(); });
+    }
+    if (options_.spare_directories > 0) {
+      RETURN_IF_ERROR(fs::MakeDirs(spares_dir_, 0700));
+      spare_maker_ = std::thread([this] { SpareLoop(); });
+    }
+    return Status::Ok();
+  }
+
+  // A record is durable once the write-ahead log is flushed, but the directories made
+  // for it are durable only when the file system writes its metadata back (seconds
+  // later): after a power loss a record may come back without its directories.
+  // They are made again, empty, as Prepare left them; a committed snapshot made again
+  // lost content its writer never synced, which is logged.
+  Status RecreateMissingDirectories() {
+    std::vector<const SnapshotRecord*> records;
+    for (const auto& [ref, e] : by_key_) records.push_back(&e.record);
+    // Parents before children: a new layer's root takes its parent's owner.
+    std::sort(records.begin(), records.end(),
+              [](const SnapshotRecord* a, const SnapshotRecord* b) { return a->id < b->id; });
+    for (const SnapshotRecord* r : records) {
+      bool upper_missing = fs::Missing(UpperPath(r->id));
+      bool work_missing = r->kind == SnapshotKind::kActive && fs::Missing(WorkPath(r->id));
+      if (!upper_missing && !work_missing) continue;
+      const char* level = r->kind == SnapshotKind::kCommitted ? "lost its content" : "was empty";
+      spdlog::warn(
+          "snapshot {} ({}): directory {} is missing (its creation did not reach the "
+          "disk before a crash); made again empty (the snapshot {})",
+          Quote(r->key), KindName(ToKind(r->kind)), SnapshotDir(r->id), level);
+      if (!upper_missing) {
+        RETURN_IF_ERROR(fs::MakeDir(WorkPath(r->id), 0711));
+        continue;
+      }
+      uint64_t parent_id = 0;
+      if (auto p = by_key_.find(Ref(r->snapshotter, r->parent));
+          !r->parent.empty() && p != by_key_.end()) {
+        parent_id = p->second.record.id;
+      }
+      auto owner = MappedRootOwner(r->labels);
+      RETURN_IF_ERROR(MakeSnapshotDirs(r->id,
+                                       r->kind == SnapshotKind::kActive ? SnapshotKind::kActive
+                                                                        : SnapshotKind::kView,
+                                       parent_id, owner.ok() ? *owner : std::nullopt)
+                          .WithContext("make again the directories of snapshot " + Quote(r->key)));
     }
     return Status::Ok();
   }
@@ -463,6 +502,12 @@ class OverlayImpl : public Overlay {
       remove_cv_.notify_all();
     }
     if (remover_.joinable()) remover_.join();
+    {
+      std::lock_guard<std::mutex> lock(spare_mu_);
+      stop_spares_ = true;
+      spare_cv_.notify_all();
+    }
+    if (spare_maker_.joinable()) spare_maker_.join();
     // The lazy sources' servers stop with the daemon: unmount their layers now (they
     // are mounted again at the next start by RestoreRemoteLayers).
     std::shared_lock lock(mu_);
@@ -684,9 +729,11 @@ class OverlayImpl : public Overlay {
     }
 
     // 2. Without the lock: directories first, then the record. A crash in between
-    //    leaves an orphan directory that start-up removes, never a record without
-    //    its directory.
-    Status made = MakeSnapshotDirs(r.id, kind, parent_id, owner);
+    //    leaves an orphan directory that start-up removes. (A power loss may still
+    //    lose the directories of a durable record: start-up makes them again.)
+    Status made = kind == SnapshotKind::kActive ? PlaceSpare(r.id, parent_id, owner)
+                                                : Status::NotFound("no spare for a view");
+    if (made.IsNotFound()) made = MakeSnapshotDirs(r.id, kind, parent_id, owner);
 
     // 3. Under the lock again: write the record, or undo the reservation.
     std::vector<Mount> mounts;
@@ -792,10 +839,67 @@ class OverlayImpl : public Overlay {
     RETURN_IF_ERROR(fs::MakeDir(dir, 0700));
     RETURN_IF_ERROR(fs::MakeDir(UpperPath(id), 0755));
     if (kind == SnapshotKind::kActive) RETURN_IF_ERROR(fs::MakeDir(WorkPath(id), 0711));
-    if (sync_directories_) {
-      RETURN_IF_ERROR(fs::SyncDir(dir));
-      RETURN_IF_ERROR(fs::SyncDir(snapshots_dir_));
+    return SetRootOwner(id, kind, parent_id, owner);
+  }
+
+  // Moves a spare directory into place as the directories of active snapshot `id`.
+  // NotFound when no spare is ready (or the move failed): make them instead.
+  Status PlaceSpare(uint64_t id, uint64_t parent_id, const std::optional<RootOwner>& owner) {
+    std::string spare;
+    {
+      std::lock_guard<std::mutex> lock(spare_mu_);
+      if (spares_.empty()) return Status::NotFound("no spare directory");
+      spare = std::move(spares_.front());
+      spares_.pop_front();
+      // The maker refills in batches: one wake-up per half a pool, not per Prepare.
+      if (spares_.size() == SpareRefillLevel()) spare_cv_.notify_one();
     }
+    if (::rename(spare.c_str(), SnapshotDir(id).c_str()) != 0) {
+      // A stale directory of this id (rename refuses non-empty targets): the slow path
+      // removes it.
+      int err = errno;
+      spdlog::debug("spare {} not used: {}", spare, std::strerror(err));
+      fs::RemoveAll(spare).ok();
+      return Status::NotFound("spare directory not placed");
+    }
+    return SetRootOwner(id, SnapshotKind::kActive, parent_id, owner);
+  }
+
+  // Keeps spare_directories empty snapshot directories ready under <root>/spares.
+  void SpareLoop() {
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
+    const size_t target = static_cast<size_t>(options_.spare_directories);
+    uint64_t next = 1;
+    std::unique_lock<std::mutex> lock(spare_mu_);
+    for (;;) {
+      if (spares_.size() >= target) {
+        spare_cv_.wait(lock, [&] { return stop_spares_ || spares_.size() <= SpareRefillLevel(); });
+      }
+      if (stop_spares_) return;
+      std::string dir = spares_dir_ + "/" + std::to_string(next++);
+      lock.unlock();
+      Status made = fs::MakeDir(dir, 0700);
+      if (made.ok()) made = fs::MakeDir(dir + "/fs", 0755);
+      if (made.ok()) made = fs::MakeDir(dir + "/work", 0711);
+      lock.lock();
+      if (made.ok()) {
+        spares_.push_back(std::move(dir));
+        continue;
+      }
+      spdlog::warn("cannot make a spare snapshot directory (retrying in 10 s): {}",
+                   made.ToString());
+      lock.unlock();
+      fs::RemoveAll(dir).ok();
+      lock.lock();
+      spare_cv_.wait_for(lock, std::chrono::seconds(10), [&] { return stop_spares_; });
+    }
+  }
+
+  size_t SpareRefillLevel() const { return static_cast<size_t>(options_.spare_directories) / 2; }
+
+  // The owner of a new snapshot's root directory (fs/, and work/ for an active one).
+  Status SetRootOwner(uint64_t id, SnapshotKind kind, uint64_t parent_id,
+                      const std::optional<RootOwner>& owner) {
     if (parent_id != 0) {
       // The new layer's root takes the owner of the parent's root, so a container's
       // "/" keeps its owner across layers.
@@ -936,7 +1040,6 @@ class OverlayImpl : public Overlay {
   const OverlayOptions options_;
   bool index_off_ = false;
   bool userxattr_ = false;
-  bool sync_directories_ = true;
 
   mutable std::shared_mutex mu_;
   bool closed_ = false;
@@ -953,6 +1056,13 @@ class OverlayImpl : public Overlay {
 
   bool stop_remover_ = false;
   std::thread remover_;
+
+  std::string spares_dir_;
+  std::mutex spare_mu_;
+  std::condition_variable spare_cv_;
+  std::deque<std::string> spares_;  // ready to be renamed into place
+  bool stop_spares_ = false;
+  std::thread spare_maker_;
 
   std::vector<LayerSource*> sources_;  // set before serving; read-only afterwards
 };

@@ -25,6 +25,10 @@ struct OverlayOptions {
   // Remove directories of removed snapshots in a background thread (otherwise only
   // Cleanup removes them).
   bool background_cleanup = true;
+  // Empty snapshot directories (fs/ and work/) kept ready in <root>/spares by a
+  // background thread, so that Prepare renames one into place instead of creating
+  // three directories while the client waits. 0 disables the pool.
+  int spare_directories = 8;
 };
 
 // One inconsistency found by Check.

@@ -874,11 +874,13 @@ TEST_F(SnapshotsApiTest, UidmappingLabelsOwnTheDirectoriesAndAddIdmapMountOption
 TEST_F(SnapshotsApiTest, MalformedOrHalfUidmappingLabelsAreInvalidArgument) {
   EXPECT_CODE(Prepare("only-uid", "", {{"containerd.io/snapshot/uidmapping", "0:100000:65536"}}),
               INVALID_ARGUMENT);
-  EXPECT_CODE(Prepare("bad", "", {{"containerd.io/snapshot/uidmapping", "0:100000"},
-                                  {"containerd.io/snapshot/gidmapping", "0:100000:65536"}}),
+  EXPECT_CODE(Prepare("bad", "",
+                      {{"containerd.io/snapshot/uidmapping", "0:100000"},
+                       {"containerd.io/snapshot/gidmapping", "0:100000:65536"}}),
               INVALID_ARGUMENT);
-  EXPECT_CODE(Prepare("no-root", "", {{"containerd.io/snapshot/uidmapping", "1:100000:65536"},
-                                      {"containerd.io/snapshot/gidmapping", "0:100000:65536"}}),
+  EXPECT_CODE(Prepare("no-root", "",
+                      {{"containerd.io/snapshot/uidmapping", "1:100000:65536"},
+                       {"containerd.io/snapshot/gidmapping", "0:100000:65536"}}),
               INVALID_ARGUMENT);
   pb::Info info;
   EXPECT_CODE(Stat("only-uid", &info), NOT_FOUND);
@@ -1434,6 +1436,106 @@ TEST_F(SnapshotsApiTest, ReopenKeepsSnapshotsLabelsAndContentAndRemovesOrphans) 
   ASSERT_RPC_OK(Prepare("after-restart", "base"));
   EXPECT_EQ(dirs_before.count(SnapshotDirOf("after-restart")), 0u);
   ASSERT_RPC_OK(Commit("after-restart-c", "after-restart"));
+  ExpectNoProblems();
+}
+
+// A power loss may keep a record whose directories the file system journal had not
+// committed yet: start-up makes them again, empty, with the modes and owner Prepare
+// gave them.
+TEST_F(SnapshotsApiTest, StartupMakesAgainDirectoriesThatACrashLost) {
+  std::string base_target = PrepareMounted("base-a", "");
+  ASSERT_FALSE(base_target.empty());
+  Apply({AddFile("f", "base", 0644)}, base_target);
+  UnmountDir(base_target);
+  ASSERT_RPC_OK(Commit("base", "base-a"));
+  ASSERT_EQ(::chown((SnapshotDirOf("base") + "/fs").c_str(), 1234, 4321), 0);
+  ASSERT_RPC_OK(Prepare("active", "base"));
+  ASSERT_RPC_OK(View("view", "base"));
+  ASSERT_RPC_OK(Prepare("lone-a", ""));
+  ASSERT_RPC_OK(Commit("lone", "lone-a"));
+  std::string active = SnapshotDirOf("active");
+  std::string view = SnapshotDirOf("view");
+  std::string lone = SnapshotDirOf("lone");
+  StopService();
+  ASSERT_TRUE(fs::RemoveAll(active).ok());
+  ASSERT_TRUE(fs::RemoveAll(view + "/fs").ok());
+  ASSERT_TRUE(fs::RemoveAll(lone).ok());
+  StartService();
+  ASSERT_FALSE(HasFatalFailure());
+
+  struct stat st;
+  for (const auto& [path, mode] :
+       std::vector<std::pair<std::string, mode_t>>{{active, 0700},
+                                                   {active + "/fs", 0755},
+                                                   {active + "/work", 0711},
+                                                   {view + "/fs", 0755},
+                                                   {lone, 0700},
+                                                   {lone + "/fs", 0755}}) {
+    ASSERT_EQ(::lstat(path.c_str(), &st), 0) << path << " was not made again";
+    EXPECT_TRUE(S_ISDIR(st.st_mode)) << path;
+    EXPECT_EQ(st.st_mode & 07777, mode) << path;
+  }
+  ASSERT_EQ(::lstat((active + "/fs").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1234u) << "a layer's root takes its parent's owner";
+  EXPECT_EQ(st.st_gid, 4321u);
+  EXPECT_FALSE(fs::Exists(lone + "/work")) << "a committed snapshot has no work directory";
+  ExpectNoProblems();
+
+  // The active snapshot works as before the crash: its parent's files, writable.
+  std::vector<Mount> mounts;
+  ASSERT_RPC_OK(Mounts("active", &mounts));
+  std::string target = MountOnNewDir(mounts);
+  ASSERT_FALSE(target.empty());
+  EXPECT_EQ(*fs::ReadFile(target + "/f"), "base");
+  Apply({AddFile("g", "after", 0644)}, target);
+  EXPECT_EQ(*fs::ReadFile(active + "/fs/g"), "after");
+}
+
+TEST_F(SnapshotsApiTest, PrepareTakesSpareDirectoriesOutsideTheSnapshotsDirectory) {
+  auto spares = [&] {
+    auto names = fs::ListDir(state_ + "/spares");
+    return names.ok() ? names->size() : size_t{0};
+  };
+  ASSERT_TRUE(Eventually([&] { return spares() == 8; })) << spares();
+  for (int i = 0; i < 6; i++) ASSERT_RPC_OK(Prepare("s" + std::to_string(i), ""));
+  EXPECT_EQ(SnapshotDirEntries().size(), 6u) << "spares are not snapshot directories";
+  // Refilled in batches when half is used: between half and all of it.
+  EXPECT_TRUE(Eventually([&] { return spares() >= 4; })) << spares();
+  EXPECT_LE(spares(), 8u);
+  for (int i = 0; i < 6; i++) {
+    std::string dir = SnapshotDirOf("s" + std::to_string(i));
+    struct stat st;
+    ASSERT_EQ(::lstat((dir + "/fs").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0755u);
+    ASSERT_EQ(::lstat((dir + "/work").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0711u);
+    EXPECT_TRUE(fs::ListDir(dir + "/fs")->empty());
+  }
+  ExpectNoProblems();
+
+  // Spares do not outlive the daemon as snapshots: Cleanup and restarts leave no trace.
+  ASSERT_RPC_OK(Cleanup());
+  EXPECT_EQ(SnapshotDirEntries().size(), 6u);
+  RestartService(OverlayOptions{.spare_directories = 0});
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_FALSE(fs::Exists(state_ + "/spares"));
+  ASSERT_RPC_OK(Prepare("no-spare", ""));
+  EXPECT_TRUE(fs::Exists(SnapshotDirOf("no-spare") + "/work"));
+  ExpectNoProblems();
+}
+
+TEST_F(SnapshotsApiTest, PrepareMakesItsDirectoriesWhenASpareCannotTakeTheirPlace) {
+  ASSERT_RPC_OK(Prepare("first", ""));
+  std::string first = SnapshotDirOf("first");
+  uint64_t next = std::stoull(fs::BaseName(first)) + 1;
+  // A stale directory with the next id (say, left by a crash before start-up ran).
+  std::string stale = fs::DirName(first) + "/" + std::to_string(next);
+  ASSERT_TRUE(fs::MakeDirs(stale + "/fs", 0755).ok());
+  ASSERT_TRUE(fs::WriteFileAtomic(stale + "/fs/junk", "x").ok());
+  ASSERT_RPC_OK(Prepare("second", ""));
+  ASSERT_EQ(SnapshotDirOf("second"), stale);
+  EXPECT_FALSE(fs::Exists(stale + "/fs/junk")) << "the new snapshot starts empty";
+  EXPECT_TRUE(fs::Exists(stale + "/work"));
   ExpectNoProblems();
 }
 
