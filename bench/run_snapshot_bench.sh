@@ -11,7 +11,7 @@
 #   strata direct          stratad's socket, snapshotter=bench-direct
 # at 1 and 16 clients, plus Stat/List latency with POPULATION committed snapshots,
 # and prints a markdown table. Needs root (containerd). Environment knobs:
-#   SECONDS_PER_RUN (default 8), WARMUP_SECONDS (2), POPULATION (10000),
+#   SECONDS_PER_RUN (default 8), WARMUP_SECONDS (2), ROUNDS (3), POPULATION (10000),
 #   POPULATE_CLIENTS (4), STAT_CALLS (5000), LIST_CALLS (5),
 #   CONTAINERD (/usr/bin/containerd), CTR (/usr/bin/ctr), KEEP_TMP=1 to keep logs
 #   and results.
@@ -28,6 +28,7 @@ containerd_bin=${CONTAINERD:-/usr/bin/containerd}
 ctr_bin=${CTR:-/usr/bin/ctr}
 seconds=${SECONDS_PER_RUN:-8}
 warmup=${WARMUP_SECONDS:-2}
+rounds=${ROUNDS:-3}
 population=${POPULATION:-10000}
 populate_clients=${POPULATE_CLIENTS:-4}
 stat_calls=${STAT_CALLS:-5000}
@@ -166,11 +167,15 @@ targets=(
   "strata $strata_sock bench-direct"
 )
 fsync_probe
-# Interleave the targets so that drift in the machine's load hits all of them alike.
-for clients in 1 16; do
-  for t in "${targets[@]}"; do
-    # shellcheck disable=SC2086
-    run_bench $t --clients "$clients" --seconds "$seconds" --warmup-seconds "$warmup"
+# Interleave the targets, in several rounds, so that drift in the machine (this VM's
+# disk flush latency moves by 3x within minutes) hits all of them alike; the table
+# reports medians over the rounds and each round's ratio.
+for round in $(seq "$rounds"); do
+  for clients in 1 16; do
+    for t in "${targets[@]}"; do
+      # shellcheck disable=SC2086
+      run_bench $t --clients "$clients" --seconds "$seconds" --warmup-seconds "$warmup"
+    done
   done
 done
 for t in "${targets[@]}"; do
@@ -181,17 +186,21 @@ done
 fsync_probe
 
 python3 - "$results" "$population" "$populate_clients" <<'EOF'
-import json, sys
+import json, statistics, sys
 
 rows = [json.loads(line) for line in open(sys.argv[1])]
 population, populate_clients = sys.argv[2], sys.argv[3]
 peer, proxied, direct = "containerd-overlayfs", "containerd-strata", "strata"
 
-def get(target, mode, key, clients=None):
-    for r in rows:
-        if r.get("target") == target and r["mode"] == mode and (clients is None or r["clients"] == clients):
-            return r[key]
-    raise KeyError((target, mode, key, clients))
+def values(target, mode, key, clients=None):
+    out = [r[key] for r in rows
+           if r.get("target") == target and r["mode"] == mode and (clients is None or r["clients"] == clients)]
+    if not out:
+        raise KeyError((target, mode, key, clients))
+    return out
+
+def get(target, mode, key, clients=None):  # the median over the rounds
+    return statistics.median(values(target, mode, key, clients))
 
 def ratio(ours, theirs, higher_is_better):
     if ours == 0 or theirs == 0:
@@ -225,7 +234,15 @@ print()
 print("fdatasync of a 200-byte overwrite on the same disk, before / after the run: " +
       " / ".join(f"p50 {r['fdatasync_p50_us']:.0f} us, p99 {r['fdatasync_p99_us']:.0f} us" for r in probes))
 print()
-print("Per-call p50 us in the cycle runs (prepare / commit / stat / remove):")
+print("Cycles/s of each round (peer / containerd -> strata / strata direct, and strata direct vs peer):")
+for clients in (1, 16):
+    per = [values(t, "cycles", "cycles_per_sec", clients) for t in (peer, proxied, direct)]
+    rounds = [f"{p:.0f} / {x:.0f} / {d:.0f} ({d / p:.2f}x)" for p, x, d in zip(*per)]
+    ratios = [d / p for p, d in zip(per[0], per[2])]
+    print(f"- {clients} client(s): " + "; ".join(rounds) +
+          f"; median of the round ratios {statistics.median(ratios):.2f}x")
+print()
+print("Per-call p50 us in the cycle runs, medians over the rounds (prepare / commit / stat / remove):")
 for clients in (1, 16):
     for t in (peer, proxied, direct):
         parts = [f"{get(t, 'cycles', k + '_p50_us', clients):.0f}" for k in ("prepare", "commit", "stat", "remove")]
