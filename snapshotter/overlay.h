@@ -49,7 +49,8 @@ class Overlay {
 
   // Opens the backend on `root` (creating <root>/snapshots) with metadata in `store`,
   // which must outlive it. Start-up reconciles directories with metadata: orphan
-  // directories (from a crash mid-Prepare or mid-Remove) are deleted.
+  // directories (from a crash mid-Prepare or mid-Remove) are deleted, and records whose
+  // directories a power loss took get them made again, empty (logged).
   static Result<std::unique_ptr<Overlay>> Open(const std::string& root, metadata::Store* store,
                                                OverlayOptions options = {});
 
