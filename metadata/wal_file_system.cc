@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -39,19 +41,20 @@ class ZeroFilledLogFile final : public rocksdb::FSWritableFile {
 
   rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions&,
                            rocksdb::IODebugContext*) override {
-    if (size_ + data.size() > allocated_) {
-      rocksdb::IOStatus s = Reserve(size_ + data.size());
+    const uint64_t end = size_.load(std::memory_order_relaxed);
+    if (end + data.size() > allocated_) {
+      rocksdb::IOStatus s = Reserve(end + data.size());
       if (!s.ok()) return s;
     }
-    rocksdb::IOStatus s = WriteAt(data.data(), data.size(), size_);
-    if (s.ok()) size_ += data.size();
+    rocksdb::IOStatus s = WriteAt(data.data(), data.size(), end);
+    if (s.ok()) size_.store(end + data.size(), std::memory_order_relaxed);
     return s;
   }
 
   // The log's logical end moves; the zero-filled blocks after it stay until Close.
   rocksdb::IOStatus Truncate(uint64_t size, const rocksdb::IOOptions&,
                              rocksdb::IODebugContext*) override {
-    size_ = size;
+    size_.store(size, std::memory_order_relaxed);
     return rocksdb::IOStatus::OK();
   }
 
@@ -59,7 +62,9 @@ class ZeroFilledLogFile final : public rocksdb::FSWritableFile {
   rocksdb::IOStatus Close(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override {
     if (fd_ < 0) return rocksdb::IOStatus::OK();
     rocksdb::IOStatus s;
-    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) s = IoError("truncate", path_, errno);
+    if (::ftruncate(fd_, static_cast<off_t>(size_.load())) != 0) {
+      s = IoError("truncate", path_, errno);
+    }
     if (::close(fd_) != 0 && s.ok()) s = IoError("close", path_, errno);
     fd_ = -1;
     return s;
@@ -83,7 +88,7 @@ class ZeroFilledLogFile final : public rocksdb::FSWritableFile {
   bool IsSyncThreadSafe() const override { return true; }
 
   uint64_t GetFileSize(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override {
-    return size_;
+    return size_.load(std::memory_order_relaxed);
   }
 
   rocksdb::IOStatus InvalidateCache(size_t, size_t) override { return rocksdb::IOStatus::OK(); }
@@ -126,7 +131,9 @@ class ZeroFilledLogFile final : public rocksdb::FSWritableFile {
   int fd_;
   std::string path_;
   uint64_t chunk_;
-  uint64_t size_ = 0;       // the log's logical end
+  // The log's logical end: written by the one appending thread, read by RocksDB's
+  // size queries from others.
+  std::atomic<uint64_t> size_{0};
   uint64_t allocated_ = 0;  // bytes written so far, zeros included
 };
 
