@@ -68,29 +68,32 @@ struct Frame {
 // `on_entry(name, is_dir)` for each entry but "." and "..".
 template <typename OnEntry>
 Status ReadEntries(int dirfd, const std::string& display, OnEntry on_entry) {
-  int dup_fd = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  if (dup_fd < 0) return Status::FromErrno(errno, "dup " + display);
-  DIR* dir = ::fdopendir(dup_fd);
-  if (dir == nullptr) {
-    int err = errno;
-    ::close(dup_fd);
-    return Status::FromErrno(err, "opendir " + display);
-  }
-  ::rewinddir(dir);
-  while (struct dirent* e = ::readdir(dir)) {
-    std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
-    bool is_dir = e->d_type == DT_DIR;
-    if (e->d_type == DT_UNKNOWN) {
-      struct stat st;
-      if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        is_dir = S_ISDIR(st.st_mode);
-      }
+  // getdents64 straight on the caller's descriptor (from its start): no second
+  // descriptor and no DIR stream, which cost five more syscalls per directory.
+  if (::lseek(dirfd, 0, SEEK_SET) < 0) return Status::FromErrno(errno, "rewind " + display);
+  std::vector<char> buffer(32 << 10);
+  for (;;) {
+    ssize_t n = ::getdents64(dirfd, buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "read directory " + display);
     }
-    on_entry(name, is_dir);
+    if (n == 0) return Status::Ok();
+    for (ssize_t offset = 0; offset < n;) {
+      const auto* e = reinterpret_cast<const struct dirent64*>(buffer.data() + offset);
+      offset += e->d_reclen;
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      bool is_dir = e->d_type == DT_DIR;
+      if (e->d_type == DT_UNKNOWN) {
+        struct stat st;
+        if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+          is_dir = S_ISDIR(st.st_mode);
+        }
+      }
+      on_entry(name, is_dir);
+    }
   }
-  ::closedir(dir);
-  return Status::Ok();
 }
 
 // Walks the tree under the directory open as `root_fd` depth first, holding one
