@@ -731,9 +731,9 @@ class OverlayImpl : public Overlay {
     // 2. Without the lock: directories first, then the record. A crash in between
     //    leaves an orphan directory that start-up removes. (A power loss may still
     //    lose the directories of a durable record: start-up makes them again.)
-    Status made = kind == SnapshotKind::kActive ? PlaceSpare(r.id, parent_id, owner)
-                                                : Status::NotFound("no spare for a view");
-    if (made.IsNotFound()) made = MakeSnapshotDirs(r.id, kind, parent_id, owner);
+    Status made = kind == SnapshotKind::kActive && PlaceSpare(r.id)
+                      ? SetRootOwner(r.id, kind, parent_id, owner)
+                      : MakeSnapshotDirs(r.id, kind, parent_id, owner);
 
     // 3. Under the lock again: write the record, or undo the reservation.
     std::vector<Mount> mounts;
@@ -843,12 +843,12 @@ class OverlayImpl : public Overlay {
   }
 
   // Moves a spare directory into place as the directories of active snapshot `id`.
-  // NotFound when no spare is ready (or the move failed): make them instead.
-  Status PlaceSpare(uint64_t id, uint64_t parent_id, const std::optional<RootOwner>& owner) {
+  // False when no spare is ready or the move failed: make them instead.
+  bool PlaceSpare(uint64_t id) {
     std::string spare;
     {
       std::lock_guard<std::mutex> lock(spare_mu_);
-      if (spares_.empty()) return Status::NotFound("no spare directory");
+      if (spares_.empty()) return false;
       spare = std::move(spares_.front());
       spares_.pop_front();
       // The maker refills in batches: one wake-up per half a pool, not per Prepare.
@@ -860,9 +860,9 @@ class OverlayImpl : public Overlay {
       int err = errno;
       spdlog::debug("spare {} not used: {}", spare, std::strerror(err));
       fs::RemoveAll(spare).ok();
-      return Status::NotFound("spare directory not placed");
+      return false;
     }
-    return SetRootOwner(id, SnapshotKind::kActive, parent_id, owner);
+    return true;
   }
 
   // Keeps spare_directories empty snapshot directories ready under <root>/spares.
