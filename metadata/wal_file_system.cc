@@ -51,10 +51,13 @@ class ZeroFilledLogFile final : public rocksdb::FSWritableFile {
     return s;
   }
 
-  // The log's logical end moves; the zero-filled blocks after it stay until Close.
+  // Cuts the file itself: records beyond the new end must not survive to be read back
+  // by a recovery. Later appends zero-fill from here again.
   rocksdb::IOStatus Truncate(uint64_t size, const rocksdb::IOOptions&,
                              rocksdb::IODebugContext*) override {
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return IoError("truncate", path_, errno);
     size_.store(size, std::memory_order_relaxed);
+    allocated_ = size;
     return rocksdb::IOStatus::OK();
   }
 

@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "metadata/wal_file_system.h"
+
 namespace strata::metadata {
 namespace {
 
@@ -809,6 +811,39 @@ TEST_F(WalTest, LogsGrowChunkByChunkAndCloseAtTheirLength) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   ExpectRecords(*store, 300);
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+TEST_F(WalTest, TruncateCutsTheFileSoNoOlderRecordSurvivesBeyondTheEnd) {
+  ASSERT_EQ(::mkdir(path_.c_str(), 0700), 0);
+  auto fs = NewWalPreallocatingFileSystem(rocksdb::FileSystem::Default(), 64 << 10);
+  std::unique_ptr<rocksdb::FSWritableFile> file;
+  std::string log = path_ + "/000042.log";
+  ASSERT_TRUE(fs->NewWritableFile(log, rocksdb::FileOptions(), &file, nullptr).ok());
+  ASSERT_TRUE(file->Append("record-one|record-two", rocksdb::IOOptions(), nullptr).ok());
+  ASSERT_TRUE(file->Sync(rocksdb::IOOptions(), nullptr).ok());
+  EXPECT_EQ(ReadAll(log).size(), 64u << 10) << "written into a zero-filled chunk";
+  ASSERT_TRUE(file->Truncate(11, rocksdb::IOOptions(), nullptr).ok());
+  std::string after_truncate = ReadAll(log);
+  EXPECT_EQ(after_truncate.find("record-two"), std::string::npos) << "cut from the file";
+  ASSERT_TRUE(file->Append("three", rocksdb::IOOptions(), nullptr).ok());
+  EXPECT_EQ(file->GetFileSize(rocksdb::IOOptions(), nullptr), 16u);
+  std::string open_data = ReadAll(log);
+  EXPECT_EQ(open_data.substr(0, 16), "record-one|three");
+  EXPECT_EQ(open_data.find_first_not_of('\0', 16), std::string::npos) << "zeros after the end";
+  ASSERT_TRUE(file->Close(rocksdb::IOOptions(), nullptr).ok());
+  EXPECT_EQ(ReadAll(log), "record-one|three");
+
+  // Other files are the wrapped file system's, written as they come.
+  std::string other = path_ + "/MANIFEST-000001";
+  ASSERT_TRUE(fs->NewWritableFile(other, rocksdb::FileOptions(), &file, nullptr).ok());
+  ASSERT_TRUE(file->Append("manifest", rocksdb::IOOptions(), nullptr).ok());
+  ASSERT_TRUE(file->Close(rocksdb::IOOptions(), nullptr).ok());
+  EXPECT_EQ(ReadAll(other), "manifest");
 }
 
 }  // namespace
