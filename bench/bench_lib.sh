@@ -13,3 +13,8 @@ cpu_busy_percent() {
     idle = (y[5] - x[5]) + (y[6] - x[6])
     printf "%d", (total > 0 ? 100 * (total - idle) / total : 0) }'
 }
+
+# CPU ticks (user + system) process PID has used so far.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}

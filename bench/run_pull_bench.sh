@@ -128,9 +128,9 @@ children_cpu_seconds() {
 wait_idle() {
   local before after
   for _ in $(seq 30); do
-    before=$(awk '{print $14 + $15}' "/proc/$1/stat")
+    before=$(cpu_ticks "$1")
     sleep 0.5
-    after=$(awk '{print $14 + $15}' "/proc/$1/stat")
+    after=$(cpu_ticks "$1")
     ((after - before <= 1)) && return 0
   done
   log "warning: pid $1 still busy"

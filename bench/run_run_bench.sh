@@ -123,10 +123,6 @@ done
 
 # ---- measurements ----------------------------------------------------------------------
 
-
-# CPU ticks (user + system) of PID so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 # Waits up to QUIET_WAIT s until other jobs leave the CPUs at most 15% busy and both
 # daemons used no CPU for half a second; a measurement started on a busy machine is
 # counted in the report.

@@ -22,6 +22,8 @@ if [[ $# -ne 1 ]]; then
   exit 2
 fi
 build_dir=$(realpath "$1")
+# shellcheck source=bench_lib.sh
+source "$(cd "$(dirname "$0")" && pwd)/bench_lib.sh"
 stratad="$build_dir/stratad"
 bench="$build_dir/bench/snapshot_bench"
 containerd_bin=${CONTAINERD:-/usr/bin/containerd}
@@ -132,11 +134,6 @@ run_bench() {  # target address snapshotter args...
     exit 1
   fi
   tail -n 1 "$results" >&2
-}
-
-# CPU ticks (user + system) a process has used so far.
-cpu_ticks() {
-  awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
 # Waits (up to 30 s) until containerd and stratad are idle, so that one target's

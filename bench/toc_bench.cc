@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_stats.h"
 #include "lazy/stargz/footer.h"
 #include "lazy/stargz/toc.h"
 #include "lazy/stargz/tree.h"
@@ -42,6 +43,7 @@
 namespace {
 
 namespace stargz = strata::lazy::stargz;
+using strata::bench::Median;
 
 constexpr int kFirstRuns = 5;
 
@@ -102,11 +104,6 @@ double ThreadCpuMs() {
   timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 stargz::LoadTocOptions LoadOptions(const std::string& toc_digest) {

@@ -32,7 +32,7 @@
 // anyway are marked. Prints markdown tables. Needs root (mounts, user namespaces,
 // drop_caches).
 #include <fcntl.h>
-#include <ftw.h>
+#include <fts.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/vfs.h>
@@ -54,6 +54,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_stats.h"
 #include "core/fs.h"
 #include "core/mount.h"
 #include "core/status.h"
@@ -64,6 +65,7 @@ namespace {
 using strata::Mount;
 using strata::Result;
 using strata::Status;
+using strata::bench::Median;
 using strata::runtime::RemapMethod;
 using Clock = std::chrono::steady_clock;
 
@@ -112,22 +114,32 @@ std::optional<PeerFigures> PeerFor(uint64_t entries) {
   return std::nullopt;
 }
 
-// nftw has no user argument.
-struct WalkState {
-  std::string root;
-  std::set<std::string>* seen;
-  uint64_t* file_bytes;
-};
-WalkState* g_walk = nullptr;
-
-int CountOne(const char* path, const struct stat* st, int type, struct FTW*) {
-  if (type == FTW_NS || type == FTW_DNR) return 1;
-  std::string rel = std::string(path).substr(g_walk->root.size());
-  // Upper layers hide lower entries of the same path (whiteouts are not expected here).
-  if (g_walk->seen->insert(rel).second && S_ISREG(st->st_mode)) {
-    *g_walk->file_bytes += static_cast<uint64_t>(st->st_size);
+// Adds the entries of `layer` that no layer above it had (whiteouts are not expected
+// here) to `seen`, and the sizes of the new regular files to `file_bytes`.
+Status CountLayer(const std::string& layer, std::set<std::string>& seen, uint64_t& file_bytes) {
+  char* roots[] = {const_cast<char*>(layer.c_str()), nullptr};
+  FTS* walk = ::fts_open(roots, FTS_PHYSICAL | FTS_NOCHDIR | FTS_XDEV, nullptr);
+  if (walk == nullptr) return Status::FromErrno(errno, "walk " + layer);
+  Status status;
+  while (true) {
+    errno = 0;
+    FTSENT* e = ::fts_read(walk);
+    if (e == nullptr) {
+      if (errno != 0) status = Status::FromErrno(errno, "walk " + layer);
+      break;
+    }
+    if (e->fts_info == FTS_DP) continue;
+    if (e->fts_info == FTS_NS || e->fts_info == FTS_DNR || e->fts_info == FTS_ERR) {
+      status = Status::FromErrno(e->fts_errno, std::string("walk ") + e->fts_path);
+      break;
+    }
+    std::string rel = std::string(e->fts_path).substr(layer.size());
+    if (seen.insert(rel).second && S_ISREG(e->fts_statp->st_mode)) {
+      file_bytes += static_cast<uint64_t>(e->fts_statp->st_size);
+    }
   }
-  return 0;
+  ::fts_close(walk);
+  return status;
 }
 
 Result<Tree> DescribeTree(const std::string& spec) {
@@ -147,29 +159,19 @@ Result<Tree> DescribeTree(const std::string& spec) {
   }
   if (tree.layers.empty()) return Status::InvalidArgument("empty tree \"" + spec + "\"");
   std::set<std::string> seen;
-  for (const auto& layer : tree.layers) {
-    WalkState state{layer, &seen, &tree.file_bytes};
-    g_walk = &state;
-    int rc = ::nftw(layer.c_str(), CountOne, 64, FTW_PHYS | FTW_MOUNT);
-    g_walk = nullptr;
-    if (rc != 0) return Status::FromErrno(errno, "walk " + layer);
-  }
+  for (const auto& layer : tree.layers) RETURN_IF_ERROR(CountLayer(layer, seen, tree.file_bytes));
   tree.entries = seen.size();
   if (tree.label.empty()) tree.label = strata::fs::BaseName(tree.layers[0]);
   return tree;
 }
 
-Status WriteFile(const std::string& path, const std::string& data) {
-  std::ofstream out(path);
-  out << data;
-  out.flush();
-  if (!out) return Status::Internal("cannot write " + path);
-  return Status::Ok();
-}
-
 Status DropCaches() {
   ::sync();
-  return WriteFile("/proc/sys/vm/drop_caches", "3\n");
+  int fd = ::open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open /proc/sys/vm/drop_caches");
+  Status s = strata::fs::WriteAll(fd, "3\n", "write /proc/sys/vm/drop_caches");
+  ::close(fd);
+  return s;
 }
 
 // Busy and total jiffies of all CPUs so far.
@@ -201,12 +203,6 @@ bool WaitQuiet(int wait_s) {
     if (CpuBusyPercent() <= 15) return true;
     if (Clock::now() >= deadline) return false;
   }
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 std::string FormatSeconds(double s) {
