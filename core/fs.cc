@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <memory>
 #include <set>
 #include <utility>
 #include <vector>
@@ -71,16 +72,17 @@ Status ReadEntries(int dirfd, const std::string& display, OnEntry on_entry) {
   // getdents64 straight on the caller's descriptor (from its start): no second
   // descriptor and no DIR stream, which cost five more syscalls per directory.
   if (::lseek(dirfd, 0, SEEK_SET) < 0) return Status::FromErrno(errno, "rewind " + display);
-  std::vector<char> buffer(32 << 10);
+  constexpr size_t kBufferBytes = 32 << 10;
+  auto buffer = std::make_unique_for_overwrite<char[]>(kBufferBytes);  // not zero-filled
   for (;;) {
-    ssize_t n = ::getdents64(dirfd, buffer.data(), buffer.size());
+    ssize_t n = ::getdents64(dirfd, buffer.get(), kBufferBytes);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno(errno, "read directory " + display);
     }
     if (n == 0) return Status::Ok();
     for (ssize_t offset = 0; offset < n;) {
-      const auto* e = reinterpret_cast<const struct dirent64*>(buffer.data() + offset);
+      const auto* e = reinterpret_cast<const struct dirent64*>(buffer.get() + offset);
       offset += e->d_reclen;
       std::string name = e->d_name;
       if (name == "." || name == "..") continue;
