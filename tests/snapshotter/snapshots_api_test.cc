@@ -1532,6 +1532,11 @@ TEST_F(SnapshotsApiTest, PrepareMakesItsDirectoriesWhenASpareCannotTakeTheirPlac
   std::string stale = fs::DirName(first) + "/" + std::to_string(next);
   ASSERT_TRUE(fs::MakeDirs(stale + "/fs", 0755).ok());
   ASSERT_TRUE(fs::WriteFileAtomic(stale + "/fs/junk", "x").ok());
+  // A spare is ready, so Prepare tries it first and must fall back when it cannot move.
+  ASSERT_TRUE(Eventually([&] {
+    auto spares = fs::ListDir(state_ + "/spares");
+    return spares.ok() && spares->size() >= 2;  // the first one is complete
+  }));
   ASSERT_RPC_OK(Prepare("second", ""));
   ASSERT_EQ(SnapshotDirOf("second"), stale);
   EXPECT_FALSE(fs::Exists(stale + "/fs/junk")) << "the new snapshot starts empty";
