@@ -5,6 +5,8 @@
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "core/quote.h"
+#include "snapshotter/call_loop.h"
+#include "snapshotter/layer_source.h"
 #include "strata/admin/v1/admin.grpc.pb.h"
 
 namespace strata::snapshotter {
@@ -74,73 +76,82 @@ void LogRequest(const char* method, const Request& req, const std::string& key,
                 Quote(key), Quote(parent), labels);
 }
 
-class SnapshotsService final : public pb::Snapshots::Service {
-  template <typename Request>
-  std::unique_ptr<Snapshotter> For(const Request& req) {
-    return overlay_->ForName(req.snapshotter().empty() ? kDefaultSnapshotterName
-                                                       : req.snapshotter());
-  }
+// The gRPC service object: List streams and stays on gRPC's synchronous threads;
+// every unary method is asynchronous, served by SnapshotsServiceImpl's CallLoop.
+using AsyncSnapshots = pb::Snapshots::WithAsyncMethod_Prepare<pb::Snapshots::WithAsyncMethod_View<
+    pb::Snapshots::WithAsyncMethod_Mounts<pb::Snapshots::WithAsyncMethod_Commit<
+        pb::Snapshots::WithAsyncMethod_Remove<pb::Snapshots::WithAsyncMethod_Stat<
+            pb::Snapshots::WithAsyncMethod_Update<pb::Snapshots::WithAsyncMethod_Usage<
+                pb::Snapshots::WithAsyncMethod_Cleanup<pb::Snapshots::Service>>>>>>>>>;
 
+class GrpcSnapshots final : public AsyncSnapshots {
  public:
-  explicit SnapshotsService(Overlay* overlay) : overlay_(overlay) {}
+  explicit GrpcSnapshots(Overlay* overlay) : overlay_(overlay) {}
 
-  grpc::Status Prepare(grpc::ServerContext*, const pb::PrepareSnapshotRequest* req,
-                       pb::PrepareSnapshotResponse* resp) override {
-    LogRequest("Prepare", *req, req->key(), req->parent());
-    auto mounts = For(*req)->Prepare(req->key(), req->parent(), LabelsFromProto(req->labels()));
+  grpc::Status Prepare(const pb::PrepareSnapshotRequest& req, pb::PrepareSnapshotResponse* resp) {
+    LogRequest("Prepare", req, req.key(), req.parent());
+    auto mounts = For(req)->Prepare(req.key(), req.parent(), LabelsFromProto(req.labels()));
     if (!mounts.ok()) return ToGrpc(mounts.status());
     MountsToProto(*mounts, resp);
     return grpc::Status::OK;
   }
 
-  grpc::Status View(grpc::ServerContext*, const pb::ViewSnapshotRequest* req,
-                    pb::ViewSnapshotResponse* resp) override {
-    LogRequest("View", *req, req->key(), req->parent());
-    auto mounts = For(*req)->View(req->key(), req->parent(), LabelsFromProto(req->labels()));
+  grpc::Status View(const pb::ViewSnapshotRequest& req, pb::ViewSnapshotResponse* resp) {
+    LogRequest("View", req, req.key(), req.parent());
+    auto mounts = For(req)->View(req.key(), req.parent(), LabelsFromProto(req.labels()));
     if (!mounts.ok()) return ToGrpc(mounts.status());
     MountsToProto(*mounts, resp);
     return grpc::Status::OK;
   }
 
-  grpc::Status Mounts(grpc::ServerContext*, const pb::MountsRequest* req,
-                      pb::MountsResponse* resp) override {
-    LogRequest("Mounts", *req, req->key());
-    auto mounts = For(*req)->Mounts(req->key());
+  grpc::Status Mounts(const pb::MountsRequest& req, pb::MountsResponse* resp) {
+    LogRequest("Mounts", req, req.key());
+    auto mounts = For(req)->Mounts(req.key());
     if (!mounts.ok()) return ToGrpc(mounts.status());
     MountsToProto(*mounts, resp);
     return grpc::Status::OK;
   }
 
-  grpc::Status Commit(grpc::ServerContext*, const pb::CommitSnapshotRequest* req,
-                      google::protobuf::Empty*) override {
-    LogRequest("Commit", *req, req->key(), req->name());
+  grpc::Status Commit(const pb::CommitSnapshotRequest& req, google::protobuf::Empty*) {
+    LogRequest("Commit", req, req.key(), req.name());
     return ToGrpc(
-        For(*req)->Commit(req->name(), req->key(), LabelsFromProto(req->labels()), req->parent()));
+        For(req)->Commit(req.name(), req.key(), LabelsFromProto(req.labels()), req.parent()));
   }
 
-  grpc::Status Remove(grpc::ServerContext*, const pb::RemoveSnapshotRequest* req,
-                      google::protobuf::Empty*) override {
-    LogRequest("Remove", *req, req->key());
-    return ToGrpc(For(*req)->Remove(req->key()));
+  grpc::Status Remove(const pb::RemoveSnapshotRequest& req, google::protobuf::Empty*) {
+    LogRequest("Remove", req, req.key());
+    return ToGrpc(For(req)->Remove(req.key()));
   }
 
-  grpc::Status Stat(grpc::ServerContext*, const pb::StatSnapshotRequest* req,
-                    pb::StatSnapshotResponse* resp) override {
-    LogRequest("Stat", *req, req->key());
-    auto info = For(*req)->Stat(req->key());
+  grpc::Status Stat(const pb::StatSnapshotRequest& req, pb::StatSnapshotResponse* resp) {
+    LogRequest("Stat", req, req.key());
+    auto info = For(req)->Stat(req.key());
     if (!info.ok()) return ToGrpc(info.status());
     InfoToProto(*info, resp->mutable_info());
     return grpc::Status::OK;
   }
 
-  grpc::Status Update(grpc::ServerContext*, const pb::UpdateSnapshotRequest* req,
-                      pb::UpdateSnapshotResponse* resp) override {
-    std::vector<std::string> paths(req->update_mask().paths().begin(),
-                                   req->update_mask().paths().end());
-    auto info = For(*req)->Update(InfoFromProto(req->info()), paths);
+  grpc::Status Update(const pb::UpdateSnapshotRequest& req, pb::UpdateSnapshotResponse* resp) {
+    std::vector<std::string> paths(req.update_mask().paths().begin(),
+                                   req.update_mask().paths().end());
+    auto info = For(req)->Update(InfoFromProto(req.info()), paths);
     if (!info.ok()) return ToGrpc(info.status());
     InfoToProto(*info, resp->mutable_info());
     return grpc::Status::OK;
+  }
+
+  grpc::Status Usage(const pb::UsageRequest& req, pb::UsageResponse* resp) {
+    LogRequest("Usage", req, req.key());
+    auto usage = For(req)->GetUsage(req.key());
+    if (!usage.ok()) return ToGrpc(usage.status());
+    resp->set_size(usage->size_bytes);
+    resp->set_inodes(usage->inodes);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Cleanup(const pb::CleanupRequest& req, google::protobuf::Empty*) {
+    LogRequest("Cleanup", req, "");
+    return ToGrpc(overlay_->Cleanup());
   }
 
   grpc::Status List(grpc::ServerContext* ctx, const pb::ListSnapshotsRequest* req,
@@ -175,24 +186,66 @@ class SnapshotsService final : public pb::Snapshots::Service {
     return ToGrpc(st);
   }
 
-  grpc::Status Usage(grpc::ServerContext*, const pb::UsageRequest* req,
-                     pb::UsageResponse* resp) override {
-    LogRequest("Usage", *req, req->key());
-    auto usage = For(*req)->GetUsage(req->key());
-    if (!usage.ok()) return ToGrpc(usage.status());
-    resp->set_size(usage->size_bytes);
-    resp->set_inodes(usage->inodes);
-    return grpc::Status::OK;
+ private:
+  template <typename Request>
+  std::unique_ptr<Snapshotter> For(const Request& req) {
+    return overlay_->ForName(req.snapshotter().empty() ? kDefaultSnapshotterName
+                                                       : req.snapshotter());
   }
 
-  grpc::Status Cleanup(grpc::ServerContext*, const pb::CleanupRequest* req,
-                       google::protobuf::Empty*) override {
-    LogRequest("Cleanup", *req, "");
-    return ToGrpc(overlay_->Cleanup());
+  Overlay* overlay_;
+};
+
+class SnapshotsServiceImpl final : public SnapshotsService {
+ public:
+  explicit SnapshotsServiceImpl(Overlay* overlay) : grpc_(overlay) {}
+  ~SnapshotsServiceImpl() override { Stop(); }
+
+  void Register(grpc::ServerBuilder& builder) override {
+    builder.RegisterService(&grpc_);
+    loop_ = std::make_unique<CallLoop>(builder.AddCompletionQueue(), kMaxWorkers);
+    GrpcSnapshots* g = &grpc_;
+    // Each method: how gRPC is asked for its next request, and its handler.
+#define STRATA_UNARY(Method, Req, Resp, ...)                                            \
+  loop_->AddUnary<Req, Resp>(                                                           \
+      [g](grpc::ServerContext* ctx, Req* req, grpc::ServerAsyncResponseWriter<Resp>* w, \
+          grpc::ServerCompletionQueue* cq,                                              \
+          void* tag) { g->Request##Method(ctx, req, w, cq, cq, tag); },                 \
+      [g](const Req& req, Resp* resp) { return g->Method(req, resp); }, ##__VA_ARGS__)
+    // Preparing a remote (lazily pulled) layer fetches its index over the network;
+    // Usage walks a whole tree; Cleanup deletes trees: never on the loop thread.
+    STRATA_UNARY(Prepare, pb::PrepareSnapshotRequest, pb::PrepareSnapshotResponse,
+                 [](const pb::PrepareSnapshotRequest& req) {
+                   return ParseRemoteLayer(LabelsFromProto(req.labels())).has_value();
+                 });
+    STRATA_UNARY(View, pb::ViewSnapshotRequest, pb::ViewSnapshotResponse);
+    STRATA_UNARY(Mounts, pb::MountsRequest, pb::MountsResponse);
+    STRATA_UNARY(Commit, pb::CommitSnapshotRequest, google::protobuf::Empty);
+    STRATA_UNARY(Remove, pb::RemoveSnapshotRequest, google::protobuf::Empty);
+    STRATA_UNARY(Stat, pb::StatSnapshotRequest, pb::StatSnapshotResponse);
+    STRATA_UNARY(Update, pb::UpdateSnapshotRequest, pb::UpdateSnapshotResponse);
+    STRATA_UNARY(Usage, pb::UsageRequest, pb::UsageResponse,
+                 [](const pb::UsageRequest&) { return true; });
+    STRATA_UNARY(Cleanup, pb::CleanupRequest, google::protobuf::Empty,
+                 [](const pb::CleanupRequest&) { return true; });
+#undef STRATA_UNARY
+  }
+
+  void Start() override {
+    if (loop_) loop_->Start();
+  }
+
+  void Stop() override {
+    if (loop_) loop_->Stop();
   }
 
  private:
-  Overlay* overlay_;
+  // Calls blocked at once (each waiting for a flush or a long call) before later
+  // ones queue: as many as containerd's concurrent unpacks and pods need.
+  static constexpr size_t kMaxWorkers = 64;
+
+  GrpcSnapshots grpc_;
+  std::unique_ptr<CallLoop> loop_;
 };
 
 class AdminService final : public ::strata::admin::v1::Admin::Service {
@@ -244,8 +297,8 @@ grpc::Status ToGrpc(const Status& status) {
                       std::move(message));
 }
 
-std::unique_ptr<grpc::Service> NewSnapshotsService(Overlay* overlay) {
-  return std::make_unique<SnapshotsService>(overlay);
+std::unique_ptr<SnapshotsService> SnapshotsService::New(Overlay* overlay) {
+  return std::make_unique<SnapshotsServiceImpl>(overlay);
 }
 
 std::unique_ptr<grpc::Service> NewAdminService(Overlay* overlay, AdminInfo info) {

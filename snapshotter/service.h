@@ -21,10 +21,34 @@ grpc::Status ToGrpc(const Status& status);
 // The snapshotter name used when a request leaves the field empty.
 inline constexpr char kDefaultSnapshotterName[] = "strata";
 
-// Builds the containerd Snapshots service on `overlay` (not owned). Requests for any
-// snapshotter name are served, each name being its own set of snapshots (see
-// Overlay): containerd sends its proxy plugin's configured name.
-std::unique_ptr<grpc::Service> NewSnapshotsService(Overlay* overlay);
+// The containerd Snapshots service on an Overlay. Requests for any snapshotter name
+// are served, each name being its own set of snapshots (see Overlay): containerd
+// sends its proxy plugin's configured name.
+//
+// Unary calls are served by one event-loop thread of the service's own (see
+// CallLoop): a call runs on that thread when it is the only one, and on a worker
+// when calls overlap, so their writes share a flush. List streams on gRPC's
+// synchronous threads. Lifecycle, with one grpc::Server:
+//   auto service = SnapshotsService::New(overlay);
+//   service->Register(builder);  // before builder.BuildAndStart()
+//   service->Start();            // after it
+//   ...
+//   server->Shutdown(deadline);
+//   service->Stop();             // before the server is destroyed
+class SnapshotsService {
+ public:
+  // `overlay` is not owned and must outlive the service.
+  static std::unique_ptr<SnapshotsService> New(Overlay* overlay);
+  virtual ~SnapshotsService() = default;
+
+  // Adds the gRPC service and the completion queue of its loop to `builder`. Once.
+  virtual void Register(grpc::ServerBuilder& builder) = 0;
+  // Starts the loop: unary calls are answered from now on.
+  virtual void Start() = 0;
+  // After grpc::Server::Shutdown: waits for the calls in progress, stops the loop.
+  // Idempotent; the destructor runs it too.
+  virtual void Stop() = 0;
+};
 
 struct AdminInfo {
   std::string version;

@@ -9,14 +9,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
-#include <map>
-#include <chrono>
 #include <cstring>
+#include <map>
 #include <thread>
-#include <atomic>
 
 #include "core/fs.h"
 #include "core/lock_file.h"
@@ -118,7 +118,8 @@ Result<LazyServices> StartLazy(const DaemonConfig& config, registry::Client* reg
   LazyServices lazy;
   if (!config.lazy_enabled) return lazy;
   lazy::EngineOptions options;
-  options.cache_dir = config.lazy_cache_dir.empty() ? config.root + "/cache" : config.lazy_cache_dir;
+  options.cache_dir =
+      config.lazy_cache_dir.empty() ? config.root + "/cache" : config.lazy_cache_dir;
   options.chunk_size = config.lazy_chunk_size;
   options.max_connections = static_cast<size_t>(config.lazy_max_connections);
   options.read_deadline = std::chrono::milliseconds(config.lazy_read_deadline_ms);
@@ -143,7 +144,8 @@ Result<LazyServices> StartLazy(const DaemonConfig& config, registry::Client* reg
     } else {
       spdlog::warn("FUSE session keeper: {}", taken.status().ToString());
     }
-    if (!inherited.empty()) spdlog::info("{} lazy layer sessions outlived the last run", inherited.size());
+    if (!inherited.empty())
+      spdlog::info("{} lazy layer sessions outlived the last run", inherited.size());
   }
 
   lazy::stargz::SourceOptions stargz;
@@ -246,22 +248,23 @@ Status RunDaemon(const DaemonConfig& config) {
   } join_ticker{stopping, task_ticker};
 
   RETURN_IF_ERROR(PrepareSocketPath(config.address));
-  auto snapshots = snapshotter::NewSnapshotsService(overlay.get());
+  auto snapshots = snapshotter::SnapshotsService::New(overlay.get());
   auto images_service = transfer::NewImagesService(transfer_deps);
   auto content_service = transfer::NewContentService(transfer_deps);
   auto tasks_service = runtime::NewTasksService(tasks.get());
-  auto admin = snapshotter::NewAdminService(overlay.get(),
-                                            {STRATA_VERSION, config.root, store->schema_version(),
-                                             config.transfer_snapshotter});
+  auto admin = snapshotter::NewAdminService(
+      overlay.get(),
+      {STRATA_VERSION, config.root, store->schema_version(), config.transfer_snapshotter});
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + config.address, grpc::InsecureServerCredentials());
   builder.SetMaxReceiveMessageSize(16 << 20);
   builder.SetMaxSendMessageSize(16 << 20);
-  // Handlers block while their write is fsynced (group commit); keep enough polling
-  // threads alive that gRPC does not create and destroy one per call under load.
+  // The synchronous services' handlers (List, images, content, tasks) block on disk
+  // and network; keep enough polling threads alive that gRPC does not create and
+  // destroy one per call under load. Snapshot unary calls have their own loop.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 2);
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 64);
-  builder.RegisterService(snapshots.get());
+  snapshots->Register(builder);
   builder.RegisterService(admin.get());
   builder.RegisterService(images_service.get());
   builder.RegisterService(content_service.get());
@@ -271,6 +274,7 @@ Status RunDaemon(const DaemonConfig& config) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ::umask(old_umask);
   if (!server) return Status::Unavailable("cannot listen on unix socket " + config.address);
+  snapshots->Start();
   RETURN_IF_ERROR(SetSocketPermissions(config));
   spdlog::info("stratad {} serving on {} (root {})", STRATA_VERSION, config.address, config.root);
 
@@ -283,6 +287,7 @@ Status RunDaemon(const DaemonConfig& config) {
   }
   spdlog::info("received signal {}, shutting down", sig);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  snapshots->Stop();
   server->Wait();
   stopping = true;
   task_ticker.join();

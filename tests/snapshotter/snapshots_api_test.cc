@@ -296,15 +296,16 @@ class SnapshotsApiTest : public ::testing::Test {
     auto overlay = Overlay::Open(state_, store_.get(), options);
     ASSERT_TRUE(overlay.ok()) << overlay.status().ToString();
     overlay_ = std::move(overlay).value();
-    snapshots_service_ = NewSnapshotsService(overlay_.get());
+    snapshots_service_ = SnapshotsService::New(overlay_.get());
     admin_service_ =
         NewAdminService(overlay_.get(), AdminInfo{"test", state_, store_->schema_version()});
     grpc::ServerBuilder builder;
     builder.AddListeningPort("unix://" + socket_, grpc::InsecureServerCredentials());
-    builder.RegisterService(snapshots_service_.get());
+    snapshots_service_->Register(builder);
     builder.RegisterService(admin_service_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr) << "cannot serve on " << socket_;
+    snapshots_service_->Start();
     channel_ = grpc::CreateChannel("unix://" + socket_, grpc::InsecureChannelCredentials());
     snapshots_ = pb::Snapshots::NewStub(channel_);
     admin_ = adminpb::Admin::NewStub(channel_);
@@ -318,6 +319,7 @@ class SnapshotsApiTest : public ::testing::Test {
     channel_.reset();
     if (server_) {
       server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      snapshots_service_->Stop();
       server_.reset();
     }
     snapshots_service_.reset();
@@ -676,7 +678,7 @@ class SnapshotsApiTest : public ::testing::Test {
 
   std::unique_ptr<metadata::Store> store_;
   std::unique_ptr<Overlay> overlay_;
-  std::unique_ptr<grpc::Service> snapshots_service_;
+  std::unique_ptr<SnapshotsService> snapshots_service_;
   std::unique_ptr<grpc::Service> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
