@@ -1,4 +1,5 @@
 // stratad: the strata daemon. See `stratad --help` and docs/configuration.md.
+#include <absl/synchronization/mutex.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -30,6 +31,10 @@ int main(int argc, char** argv) {
     }
     return strata::runtime::RunShim(*options, 3);
   }
+  // Debian builds Abseil with its debug default: every absl::Mutex operation (gRPC
+  // takes several per call) also updates a global lock-order graph to detect
+  // deadlocks, about 1-2% of the daemon's CPU in a snapshot cycle. Not for production.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // Block termination signals before any thread starts; RunDaemon waits for them.
   sigset_t signals;
   sigemptyset(&signals);
