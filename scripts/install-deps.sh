@@ -25,7 +25,7 @@ PACKAGES=(
   # toolchain
   g++ cmake ninja-build ccache pkg-config git
   # libraries (see README "Dependencies" for why each is there)
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   librocksdb-dev libssl-dev libtomlplusplus-dev libcli11-dev libspdlog-dev nlohmann-json3-dev
   libcurl4-openssl-dev libisal-dev libzstd-dev zlib1g-dev libsimdjson-dev
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev

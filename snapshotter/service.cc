@@ -1,6 +1,7 @@
 #include "snapshotter/service.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
@@ -118,6 +119,17 @@ class GrpcSnapshots final : public AsyncSnapshots {
         For(req)->Commit(req.name(), req.key(), LabelsFromProto(req.labels()), req.parent()));
   }
 
+  // Commit measures the snapshot's files. A snapshot whose top directory has
+  // subdirectories or more than a block of entries may take long to walk: that walk
+  // runs on a worker, not on the loop. (Unknown keys fail fast either way.)
+  bool CommitMayTakeLong(const pb::CommitSnapshotRequest& req) {
+    Result<std::string> path = overlay_->FsPath(NameOf(req), req.key());
+    if (!path.ok()) return false;
+    struct stat st;
+    if (::lstat(path->c_str(), &st) != 0) return false;
+    return st.st_nlink != 2 || st.st_size > kSmallDirectoryBytes;
+  }
+
   grpc::Status Remove(const pb::RemoveSnapshotRequest& req, google::protobuf::Empty*) {
     LogRequest("Remove", req, req.key());
     return ToGrpc(For(req)->Remove(req.key()));
@@ -187,10 +199,16 @@ class GrpcSnapshots final : public AsyncSnapshots {
   }
 
  private:
+  static constexpr off_t kSmallDirectoryBytes = 4096;
+
+  template <typename Request>
+  static std::string NameOf(const Request& req) {
+    return req.snapshotter().empty() ? kDefaultSnapshotterName : req.snapshotter();
+  }
+
   template <typename Request>
   std::unique_ptr<Snapshotter> For(const Request& req) {
-    return overlay_->ForName(req.snapshotter().empty() ? kDefaultSnapshotterName
-                                                       : req.snapshotter());
+    return overlay_->ForName(NameOf(req));
   }
 
   Overlay* overlay_;
@@ -212,15 +230,18 @@ class SnapshotsServiceImpl final : public SnapshotsService {
           grpc::ServerCompletionQueue* cq,                                              \
           void* tag) { g->Request##Method(ctx, req, w, cq, cq, tag); },                 \
       [g](const Req& req, Resp* resp) { return g->Method(req, resp); }, ##__VA_ARGS__)
-    // Preparing a remote (lazily pulled) layer fetches its index over the network;
-    // Usage walks a whole tree; Cleanup deletes trees: never on the loop thread.
+
+    // Never on the loop thread: preparing a remote (lazily pulled) layer fetches its
+    // index over the network, Usage walks a whole tree, Cleanup deletes trees, and
+    // Commit walks the snapshot's files when there are many.
     STRATA_UNARY(Prepare, pb::PrepareSnapshotRequest, pb::PrepareSnapshotResponse,
                  [](const pb::PrepareSnapshotRequest& req) {
                    return ParseRemoteLayer(LabelsFromProto(req.labels())).has_value();
                  });
     STRATA_UNARY(View, pb::ViewSnapshotRequest, pb::ViewSnapshotResponse);
     STRATA_UNARY(Mounts, pb::MountsRequest, pb::MountsResponse);
-    STRATA_UNARY(Commit, pb::CommitSnapshotRequest, google::protobuf::Empty);
+    STRATA_UNARY(Commit, pb::CommitSnapshotRequest, google::protobuf::Empty,
+                 [g](const pb::CommitSnapshotRequest& req) { return g->CommitMayTakeLong(req); });
     STRATA_UNARY(Remove, pb::RemoveSnapshotRequest, google::protobuf::Empty);
     STRATA_UNARY(Stat, pb::StatSnapshotRequest, pb::StatSnapshotResponse);
     STRATA_UNARY(Update, pb::UpdateSnapshotRequest, pb::UpdateSnapshotResponse);

@@ -8,8 +8,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <string>
 #include <iostream>
+#include <string>
 
 #include "cmd/stratad/daemon.h"
 #include "core/config.h"
@@ -19,8 +19,7 @@
 int main(int argc, char** argv) {
   // The FUSE session keeper (fuse/session_keeper.h) is this binary in another mode.
   if (argc == 4 && std::string(argv[1]) == "--fuse-keeper") {
-    return strata::fuse::RunSessionKeeper(argv[2],
-                                          std::chrono::milliseconds(std::atoll(argv[3])));
+    return strata::fuse::RunSessionKeeper(argv[2], std::chrono::milliseconds(std::atoll(argv[3])));
   }
   // A task's supervisor (runtime-bridge/shim.h) too; its status pipe is fd 3.
   if (argc == 3 && std::string(argv[1]) == "--task-shim") {
