@@ -1,7 +1,9 @@
 #include "core/worker_pool.h"
 
 #include <pthread.h>
+#include <spdlog/spdlog.h>
 
+#include <system_error>
 #include <utility>
 
 namespace strata {
@@ -10,6 +12,8 @@ WorkerPool::WorkerPool(std::string name, size_t max_threads)
     : name_(std::move(name)), max_threads_(max_threads == 0 ? 1 : max_threads) {}
 
 WorkerPool::~WorkerPool() {
+  // Tasks may submit tasks: let them all finish before threads_ stops changing.
+  Drain();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -27,11 +31,25 @@ void WorkerPool::Submit(std::function<void()> task) {
     work_cv_.notify_one();
     return;
   }
-  if (threads_.size() < max_threads_) {
+  if (threads_.size() >= max_threads_) return;  // a busy thread takes it later
+  try {
     threads_.emplace_back([this] { Work(); });
-    std::string thread_name = name_.substr(0, 15);
-    ::pthread_setname_np(threads_.back().native_handle(), thread_name.c_str());
+  } catch (const std::system_error& e) {
+    // No thread to be had (EAGAIN: a limit on threads or memory). The threads there
+    // are take the task when they are free; with none at all, run it here.
+    spdlog::warn("{}: cannot start a thread ({}), {} running", name_, e.what(), threads_.size());
+    if (!threads_.empty()) return;
+    std::function<void()> task_here = std::move(queue_.back());
+    queue_.pop_back();
+    lock.unlock();
+    task_here();
+    task_here = nullptr;
+    lock.lock();
+    if (--pending_ == 0) idle_cv_.notify_all();
+    return;
   }
+  std::string thread_name = name_.substr(0, 15);
+  ::pthread_setname_np(threads_.back().native_handle(), thread_name.c_str());
 }
 
 size_t WorkerPool::Pending() const {

@@ -18,7 +18,8 @@ namespace strata {
 // tasks that block (on a disk flush, on the network), where several must be able to
 // wait at once.
 //
-// Thread-safe. The destructor runs the tasks already submitted, then joins.
+// Thread-safe. If no thread can be started and none exists, Submit runs the task
+// itself. The destructor waits for every task (Drain), then joins.
 class WorkerPool {
  public:
   // `name` names the threads (cut to 15 bytes, the kernel's limit).

@@ -11,6 +11,7 @@
 // flush covers them all (metadata::Store's group commit).
 #pragma once
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 
 #include <functional>
@@ -38,6 +39,8 @@ class CallLoop {
     virtual bool MustUseWorker() const = 0;
     // Arms a fresh call of the same method, for the next request.
     virtual void ArmNext() = 0;
+    // Answers the request with `status` instead of running the handler.
+    virtual void Refuse(const grpc::Status& status) = 0;
   };
 
   // `cq` comes from grpc::ServerBuilder::AddCompletionQueue; `workers` is the number
@@ -61,9 +64,11 @@ class CallLoop {
   // Arms every method and starts the loop thread. Call after the server started.
   void Start();
 
-  // Call after grpc::Server::Shutdown returned: waits for the calls running on
-  // workers, shuts the completion queue down, drains it and joins the loop thread.
-  // Idempotent.
+  // Call after grpc::Server::Shutdown returned, from another thread than the loop.
+  // The loop thread stops between two calls: it waits for the calls running on
+  // workers, answers requests that were delivered but not started with UNAVAILABLE,
+  // shuts the completion queue down and drains it. Stop returns when the loop thread
+  // has ended. Idempotent.
   void Stop();
 
  private:
@@ -78,16 +83,25 @@ class CallLoop {
 
   void Loop();
   // Takes the next event that is already there without blocking. A finished reply is
-  // dealt with here; a new request is returned (the caller owns it). nullptr if none.
+  // dealt with here, and the stop alarm noted; a new request is returned (the caller
+  // owns it). nullptr if none.
   Tag* TakeReadyRequest(bool* ok);
   // Runs `call` now on this thread or hands it to a worker.
   void Dispatch(Tag* call, bool another_is_waiting);
+  // On the loop thread, after the stop alarm: see Stop. `held` is a request taken
+  // but not started (or nullptr).
+  void Finish(Tag* held, bool held_ok);
+  // Deals with one event while stopping: delivered requests are refused (while the
+  // queue can still take a reply), the rest deleted.
+  void DisposeWhileStopping(void* raw, bool ok, bool can_reply);
 
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;
   WorkerPool workers_;
   std::vector<std::shared_ptr<void>> methods_;
   std::vector<std::function<void()>> arm_first_;
   std::thread thread_;
+  grpc::Alarm stop_alarm_;       // its tag is &stop_alarm_, not a Tag
+  bool stop_requested_ = false;  // loop thread only
   bool started_ = false;
   bool stopped_ = false;
 };
@@ -104,6 +118,10 @@ class CallLoop::UnaryCall final : public CallLoop::Tag {
     return method_->must_use_worker && method_->must_use_worker(request_);
   }
   void ArmNext() override { new UnaryCall(loop_, method_); }
+  void Refuse(const grpc::Status& status) override {
+    replying_ = true;
+    writer_.FinishWithError(status, this);
+  }
   void Run() override {
     replying_ = true;
     Resp response;

@@ -611,6 +611,12 @@ class OverlayImpl : public Overlay {
     return problems;
   }
 
+  bool IsRemote(const std::string& ns, const std::string& key) override {
+    std::shared_lock lock(mu_);
+    auto it = by_key_.find(Ref(ns, key));
+    return it != by_key_.end() && it->second.record.labels.count(kLabelLazySource) != 0;
+  }
+
   Result<std::string> FsPath(const std::string& ns, const std::string& key) override {
     std::shared_lock lock(mu_);
     auto it = by_key_.find(Ref(ns, key));

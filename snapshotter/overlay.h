@@ -72,6 +72,11 @@ class Overlay {
   // The directory of a snapshot's filesystem (for tests and the lazy loaders).
   virtual Result<std::string> FsPath(const std::string& name, const std::string& key) = 0;
 
+  // Whether `key` (under `name`) is a remote snapshot, served by a layer source: its
+  // Remove unmounts it, which waits for that source. False when absent. Does not
+  // wait for durability.
+  virtual bool IsRemote(const std::string& name, const std::string& key) = 0;
+
   // Adds a lazy format asked by remote-snapshot Prepares (see layer_source.h), after
   // those added before. Not owned; must outlive the Overlay. Add sources before
   // serving requests.

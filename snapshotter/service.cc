@@ -121,13 +121,19 @@ class GrpcSnapshots final : public AsyncSnapshots {
 
   // Commit measures the snapshot's files. A snapshot whose top directory has
   // subdirectories or more than a block of entries may take long to walk: that walk
-  // runs on a worker, not on the loop. (Unknown keys fail fast either way.)
+  // runs on a worker, not on the loop. (Unknown keys fail fast either way. File
+  // systems whose directories do not count subdirectories in st_nlink, like btrfs,
+  // always walk on a worker.)
   bool CommitMayTakeLong(const pb::CommitSnapshotRequest& req) {
     Result<std::string> path = overlay_->FsPath(NameOf(req), req.key());
     if (!path.ok()) return false;
     struct stat st;
     if (::lstat(path->c_str(), &st) != 0) return false;
     return st.st_nlink != 2 || st.st_size > kSmallDirectoryBytes;
+  }
+
+  bool IsRemote(const pb::RemoveSnapshotRequest& req) {
+    return overlay_->IsRemote(NameOf(req), req.key());
   }
 
   grpc::Status Remove(const pb::RemoveSnapshotRequest& req, google::protobuf::Empty*) {
@@ -232,8 +238,9 @@ class SnapshotsServiceImpl final : public SnapshotsService {
       [g](const Req& req, Resp* resp) { return g->Method(req, resp); }, ##__VA_ARGS__)
 
     // Never on the loop thread: preparing a remote (lazily pulled) layer fetches its
-    // index over the network, Usage walks a whole tree, Cleanup deletes trees, and
-    // Commit walks the snapshot's files when there are many.
+    // index over the network and removing one unmounts it (waiting for its reads),
+    // Usage walks a whole tree, Cleanup deletes trees, and Commit walks the
+    // snapshot's files when there are many.
     STRATA_UNARY(Prepare, pb::PrepareSnapshotRequest, pb::PrepareSnapshotResponse,
                  [](const pb::PrepareSnapshotRequest& req) {
                    return ParseRemoteLayer(LabelsFromProto(req.labels())).has_value();
@@ -242,7 +249,8 @@ class SnapshotsServiceImpl final : public SnapshotsService {
     STRATA_UNARY(Mounts, pb::MountsRequest, pb::MountsResponse);
     STRATA_UNARY(Commit, pb::CommitSnapshotRequest, google::protobuf::Empty,
                  [g](const pb::CommitSnapshotRequest& req) { return g->CommitMayTakeLong(req); });
-    STRATA_UNARY(Remove, pb::RemoveSnapshotRequest, google::protobuf::Empty);
+    STRATA_UNARY(Remove, pb::RemoveSnapshotRequest, google::protobuf::Empty,
+                 [g](const pb::RemoveSnapshotRequest& req) { return g->IsRemote(req); });
     STRATA_UNARY(Stat, pb::StatSnapshotRequest, pb::StatSnapshotResponse);
     STRATA_UNARY(Update, pb::UpdateSnapshotRequest, pb::UpdateSnapshotResponse);
     STRATA_UNARY(Usage, pb::UsageRequest, pb::UsageResponse,

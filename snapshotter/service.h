@@ -34,7 +34,7 @@ inline constexpr char kDefaultSnapshotterName[] = "strata";
 //   service->Start();            // after it
 //   ...
 //   server->Shutdown(deadline);
-//   service->Stop();             // before the server is destroyed
+//   service->Stop();             // after Shutdown returned
 class SnapshotsService {
  public:
   // `overlay` is not owned and must outlive the service.
@@ -45,8 +45,9 @@ class SnapshotsService {
   virtual void Register(grpc::ServerBuilder& builder) = 0;
   // Starts the loop: unary calls are answered from now on.
   virtual void Start() = 0;
-  // After grpc::Server::Shutdown: waits for the calls in progress, stops the loop.
-  // Idempotent; the destructor runs it too.
+  // After grpc::Server::Shutdown returned: waits for the calls in progress, refuses
+  // requests delivered but not started (UNAVAILABLE), stops the loop. Idempotent;
+  // the destructor runs it too.
   virtual void Stop() = 0;
 };
 

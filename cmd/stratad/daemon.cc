@@ -275,7 +275,11 @@ Status RunDaemon(const DaemonConfig& config) {
   ::umask(old_umask);
   if (!server) return Status::Unavailable("cannot listen on unix socket " + config.address);
   snapshots->Start();
-  RETURN_IF_ERROR(SetSocketPermissions(config));
+  if (Status s = SetSocketPermissions(config); !s.ok()) {
+    server->Shutdown();
+    snapshots->Stop();
+    return s;
+  }
   spdlog::info("stratad {} serving on {} (root {})", STRATA_VERSION, config.address, config.root);
 
   sigset_t signals;

@@ -142,20 +142,28 @@ TEST_F(CallLoopTest, CallsThatMayBlockLongRunOnWorkers) {
   }
 }
 
-// The first call keeps the loop busy for a while; the calls that arrive meanwhile
-// must then run together on workers, not one after the other on the loop: each of
-// them waits until all are running at once.
-TEST_F(CallLoopTest, CallsThatArriveTogetherRunAtOnceOnWorkers) {
+// While a call keeps the loop busy, the calls that arrive meanwhile must then run
+// together on workers, not one after the other on the loop: each of them waits
+// until all are running at once.
+TEST_F(CallLoopTest, CallsThatArriveWhileTheLoopIsBusyRunAtOnceOnWorkers) {
   constexpr int kOthers = 6;
   std::mutex mu;
   std::condition_variable cv;
+  bool first_entered = false;
+  bool release_first = false;
   int running = 0;
+  int ran_on_loop = 0;
   bool all_met = false;
   stat_hook_ = [&](const std::string& key) {
     std::unique_lock<std::mutex> lock(mu);
     if (key == "first") {
-      // Hold the loop until every other call has been sent (and some time more).
-      cv.wait_for(lock, std::chrono::milliseconds(300));
+      first_entered = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return release_first; });
+      return;
+    }
+    if (ThreadName() == "strata-loop") {  // wrong, and must not block the loop
+      ran_on_loop++;
       return;
     }
     running++;
@@ -165,21 +173,51 @@ TEST_F(CallLoopTest, CallsThatArriveTogetherRunAtOnceOnWorkers) {
     }
   };
   StartServer();
+  // Connections first, so that the calls later travel at once.
+  std::vector<std::unique_ptr<pb::Snapshots::Stub>> stubs;
+  for (int i = 0; i < kOthers; i++) {
+    auto channel = grpc::CreateCustomChannel(
+        "unix://" + socket_, grpc::InsecureChannelCredentials(), UniqueChannelArgs());
+    ASSERT_TRUE(
+        channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)));
+    stubs.push_back(pb::Snapshots::NewStub(channel));
+  }
   std::thread first([&] { EXPECT_TRUE(Stat("first", nullptr).ok()); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return first_entered; }));
+  }
   std::vector<std::thread> others;
   std::vector<std::string> threads(kOthers);
   for (int i = 0; i < kOthers; i++) {
-    others.emplace_back(
-        [&, i] { EXPECT_TRUE(Stat("other" + std::to_string(i), &threads[i]).ok()); });
+    others.emplace_back([&, i] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      pb::StatSnapshotRequest req;
+      req.set_key("other" + std::to_string(i));
+      pb::StatSnapshotResponse resp;
+      EXPECT_TRUE(stubs[i]->Stat(&ctx, req, &resp).ok());
+      threads[i] = resp.info().name();
+    });
+  }
+  // Time for the requests to reach the server (over open connections) while the
+  // loop is held.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release_first = true;
+    cv.notify_all();
   }
   first.join();
   for (auto& t : others) t.join();
+  EXPECT_EQ(ran_on_loop, 0);
   EXPECT_TRUE(all_met) << "the calls did not run at once";
   for (const auto& name : threads) EXPECT_EQ(name, "strata-calls");
 }
 
-TEST_F(CallLoopTest, StopLetsACallOnAWorkerFinishAndReply) {
+// Stop after a Shutdown whose deadline passed: calls still running, on a worker or
+// on the loop itself, finish before Stop returns, and nothing breaks.
+TEST_F(CallLoopTest, StopLetsACallOnAWorkerFinishFirst) {
   std::mutex mu;
   std::condition_variable cv;
   bool entered = false;
@@ -188,30 +226,56 @@ TEST_F(CallLoopTest, StopLetsACallOnAWorkerFinishAndReply) {
     std::unique_lock<std::mutex> lock(mu);
     entered = true;
     cv.notify_all();
-    cv.wait_for(lock, std::chrono::milliseconds(200));
+    cv.wait_for(lock, std::chrono::milliseconds(500));
     finished = true;
   };
   StartServer();
-  grpc::Status reply;
   std::thread client([&] {
     auto stub = pb::Snapshots::NewStub(channel_);
     grpc::ClientContext ctx;
     pb::UsageRequest req;
     pb::UsageResponse resp;
-    reply = stub->Usage(&ctx, req, &resp);
+    stub->Usage(&ctx, req, &resp).ok();  // OK or CANCELLED, by timing
   });
   {
     std::unique_lock<std::mutex> lock(mu);
     ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return entered; }));
   }
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
   loop_->Stop();
   {
     std::lock_guard<std::mutex> lock(mu);
     EXPECT_TRUE(finished) << "Stop returned while a call was still running";
   }
   client.join();
-  EXPECT_TRUE(reply.ok()) << reply.error_message();
+}
+
+TEST_F(CallLoopTest, StopLetsACallOnTheLoopThreadFinishFirst) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false;
+  bool finished = false;
+  stat_hook_ = [&](const std::string&) {
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait_for(lock, std::chrono::milliseconds(500));
+    finished = true;
+  };
+  StartServer();
+  std::string thread;
+  std::thread client([&] { Stat("k", &thread).ok(); });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return entered; }));
+  }
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
+  loop_->Stop();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(finished) << "Stop returned while a call was still running";
+  }
+  client.join();
 }
 
 TEST_F(CallLoopTest, StopWithoutStartDrainsTheQueue) {
