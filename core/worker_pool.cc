@@ -39,13 +39,9 @@ void WorkerPool::Submit(std::function<void()> task) {
     // are take the task when they are free; with none at all, run it here.
     spdlog::warn("{}: cannot start a thread ({}), {} running", name_, e.what(), threads_.size());
     if (!threads_.empty()) return;
-    std::function<void()> task_here = std::move(queue_.back());
+    std::function<void()> here = std::move(queue_.back());
     queue_.pop_back();
-    lock.unlock();
-    task_here();
-    task_here = nullptr;
-    lock.lock();
-    if (--pending_ == 0) idle_cv_.notify_all();
+    RunUnlocked(std::move(here), lock);
     return;
   }
   std::string thread_name = name_.substr(0, 15);
@@ -74,12 +70,16 @@ void WorkerPool::Work() {
     }
     std::function<void()> task = std::move(queue_.front());
     queue_.pop_front();
-    lock.unlock();
-    task();
-    task = nullptr;  // whatever it holds goes before the task counts as finished
-    lock.lock();
-    if (--pending_ == 0) idle_cv_.notify_all();
+    RunUnlocked(std::move(task), lock);
   }
+}
+
+void WorkerPool::RunUnlocked(std::function<void()> task, std::unique_lock<std::mutex>& lock) {
+  lock.unlock();
+  task();
+  task = nullptr;  // whatever it holds goes before the task counts as finished
+  lock.lock();
+  if (--pending_ == 0) idle_cv_.notify_all();
 }
 
 }  // namespace strata

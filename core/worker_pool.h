@@ -38,6 +38,8 @@ class WorkerPool {
 
  private:
   void Work();
+  // Runs `task` with `lock` (on mu_) released, then counts it finished.
+  void RunUnlocked(std::function<void()> task, std::unique_lock<std::mutex>& lock);
 
   const std::string name_;
   const size_t max_threads_;

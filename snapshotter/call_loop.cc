@@ -74,10 +74,7 @@ void CallLoop::Finish(Tag* held, bool held_ok) {
   // shut down (refused), requests armed again since (failed).
   void* raw = nullptr;
   bool ok = false;
-  while (cq_->AsyncNext(&raw, &ok, gpr_time_0(GPR_CLOCK_MONOTONIC)) ==
-         grpc::CompletionQueue::GOT_EVENT) {
-    DisposeWhileStopping(raw, ok, /*can_reply=*/true);
-  }
+  while (TryNext(&raw, &ok)) DisposeWhileStopping(raw, ok, /*can_reply=*/true);
   cq_->Shutdown();
   while (cq_->Next(&raw, &ok)) DisposeWhileStopping(raw, ok, /*can_reply=*/false);
 }
@@ -93,11 +90,14 @@ void CallLoop::DisposeWhileStopping(void* raw, bool ok, bool can_reply) {
   delete tag;
 }
 
+bool CallLoop::TryNext(void** raw, bool* ok) {
+  return cq_->AsyncNext(raw, ok, gpr_time_0(GPR_CLOCK_MONOTONIC)) ==
+         grpc::CompletionQueue::GOT_EVENT;
+}
+
 CallLoop::Tag* CallLoop::TakeReadyRequest(bool* ok) {
-  while (true) {
-    void* raw = nullptr;
-    grpc::CompletionQueue::NextStatus s = cq_->AsyncNext(&raw, ok, gpr_time_0(GPR_CLOCK_MONOTONIC));
-    if (s != grpc::CompletionQueue::GOT_EVENT) return nullptr;
+  void* raw = nullptr;
+  while (TryNext(&raw, ok)) {
     if (raw == &stop_alarm_) {
       stop_requested_ = true;
       continue;
@@ -106,6 +106,7 @@ CallLoop::Tag* CallLoop::TakeReadyRequest(bool* ok) {
     if (tag->WaitsForRequest()) return tag;
     delete tag;  // a finished reply
   }
+  return nullptr;
 }
 
 void CallLoop::Dispatch(Tag* call, bool another_is_waiting) {

@@ -82,6 +82,8 @@ class CallLoop {
   class UnaryCall;
 
   void Loop();
+  // The next event if one is already there (never blocks).
+  bool TryNext(void** raw, bool* ok);
   // Takes the next event that is already there without blocking. A finished reply is
   // dealt with here, and the stop alarm noted; a new request is returned (the caller
   // owns it). nullptr if none.
@@ -97,7 +99,7 @@ class CallLoop {
 
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;
   WorkerPool workers_;
-  std::vector<std::shared_ptr<void>> methods_;
+  // Arms a method's first call; each holds its Method, which calls point at.
   std::vector<std::function<void()>> arm_first_;
   std::thread thread_;
   grpc::Alarm stop_alarm_;       // its tag is &stop_alarm_, not a Tag
@@ -146,11 +148,9 @@ template <typename Req, typename Resp>
 void CallLoop::AddUnary(RequestFn<Req, Resp> request,
                         std::function<grpc::Status(const Req&, Resp*)> handle,
                         std::function<bool(const Req&)> must_use_worker) {
-  // Methods live as long as the loop: calls point at them.
   auto method = std::make_shared<Method<Req, Resp>>(
       Method<Req, Resp>{std::move(request), std::move(handle), std::move(must_use_worker)});
   arm_first_.push_back([this, method] { new UnaryCall<Req, Resp>(this, method.get()); });
-  methods_.push_back(method);
 }
 
 }  // namespace strata::snapshotter

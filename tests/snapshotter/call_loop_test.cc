@@ -215,67 +215,64 @@ TEST_F(CallLoopTest, CallsThatArriveWhileTheLoopIsBusyRunAtOnceOnWorkers) {
   for (const auto& name : threads) EXPECT_EQ(name, "strata-calls");
 }
 
+// A handler that takes 500 ms, and the test's view of it.
+class SlowHandler {
+ public:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    entered_ = true;
+    cv_.notify_all();
+    cv_.wait_for(lock, std::chrono::milliseconds(500));
+    finished_ = true;
+  }
+  bool WaitUntilEntered() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return entered_; });
+  }
+  bool Finished() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return finished_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool entered_ = false;
+  bool finished_ = false;
+};
+
 // Stop after a Shutdown whose deadline passed: calls still running, on a worker or
-// on the loop itself, finish before Stop returns, and nothing breaks.
+// on the loop itself, finish before Stop returns, and nothing breaks. `call` makes
+// the client's call (its status is OK or CANCELLED, by timing).
+void ExpectStopLetsTheCallFinish(grpc::Server* server, CallLoop* loop, SlowHandler& handler,
+                                 const std::function<void()>& call) {
+  std::thread client(call);
+  EXPECT_TRUE(handler.WaitUntilEntered());
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
+  loop->Stop();
+  EXPECT_TRUE(handler.Finished()) << "Stop returned while a call was still running";
+  client.join();
+}
+
 TEST_F(CallLoopTest, StopLetsACallOnAWorkerFinishFirst) {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool entered = false;
-  bool finished = false;
-  usage_hook_ = [&] {
-    std::unique_lock<std::mutex> lock(mu);
-    entered = true;
-    cv.notify_all();
-    cv.wait_for(lock, std::chrono::milliseconds(500));
-    finished = true;
-  };
+  SlowHandler handler;
+  usage_hook_ = [&] { handler.Run(); };
   StartServer();
-  std::thread client([&] {
+  ExpectStopLetsTheCallFinish(server_.get(), loop_.get(), handler, [&] {
     auto stub = pb::Snapshots::NewStub(channel_);
     grpc::ClientContext ctx;
     pb::UsageRequest req;
     pb::UsageResponse resp;
-    stub->Usage(&ctx, req, &resp).ok();  // OK or CANCELLED, by timing
+    stub->Usage(&ctx, req, &resp).ok();
   });
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return entered; }));
-  }
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
-  loop_->Stop();
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    EXPECT_TRUE(finished) << "Stop returned while a call was still running";
-  }
-  client.join();
 }
 
 TEST_F(CallLoopTest, StopLetsACallOnTheLoopThreadFinishFirst) {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool entered = false;
-  bool finished = false;
-  stat_hook_ = [&](const std::string&) {
-    std::unique_lock<std::mutex> lock(mu);
-    entered = true;
-    cv.notify_all();
-    cv.wait_for(lock, std::chrono::milliseconds(500));
-    finished = true;
-  };
+  SlowHandler handler;
+  stat_hook_ = [&](const std::string&) { handler.Run(); };
   StartServer();
-  std::string thread;
-  std::thread client([&] { Stat("k", &thread).ok(); });
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return entered; }));
-  }
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
-  loop_->Stop();
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    EXPECT_TRUE(finished) << "Stop returned while a call was still running";
-  }
-  client.join();
+  ExpectStopLetsTheCallFinish(server_.get(), loop_.get(), handler,
+                              [&] { Stat("k", nullptr).ok(); });
 }
 
 TEST_F(CallLoopTest, StopWithoutStartDrainsTheQueue) {
